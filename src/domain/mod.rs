@@ -1,0 +1,19 @@
+//! The pure core: token format, ids, names, scopes, key rules and time arithmetic.
+//!
+//! Nothing here does I/O or reads the clock: `now` is always a parameter and randomness
+//! comes in through a `rand_core` RNG argument. This module never imports actix or redb,
+//! so every rule can be tested in microseconds with any instant and any RNG.
+
+pub mod base62;
+pub mod id;
+pub mod key;
+pub mod scope;
+pub mod time;
+pub mod token;
+pub mod user;
+
+pub use key::{Denial, Key, KeyChangeError, KeyId, KeyName, KeySpec, KeyStatus, RateLimit};
+pub use scope::{Scope, Scopes};
+pub use time::Timestamp;
+pub use token::{KeyHash, Token, TokenError};
+pub use user::{User, UserId, Username};
