@@ -4,6 +4,7 @@
 //! comes in through a `rand_core` RNG argument. This module never imports actix or redb,
 //! so every rule can be tested in microseconds with any instant and any RNG.
 
+pub mod audit;
 pub mod base62;
 pub mod id;
 pub mod key;
@@ -12,6 +13,7 @@ pub mod time;
 pub mod token;
 pub mod user;
 
+pub use audit::{Action, Actor, AuditEvent};
 pub use key::{Denial, Key, KeyChangeError, KeyId, KeyName, KeySpec, KeyStatus, RateLimit};
 pub use scope::{Scope, Scopes};
 pub use time::Timestamp;

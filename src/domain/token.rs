@@ -119,6 +119,22 @@ impl fmt::Debug for Token {
     }
 }
 
+/// Replaces anything that looks like a token (`ibp_` and the base62 run after it) with
+/// `ibp_…`, for text that may quote user input back, such as parser error messages.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(PREFIX) {
+        out.push_str(&rest[..at + PREFIX.len()]);
+        out.push('…');
+        let after = &rest[at + PREFIX.len()..];
+        let run = after.bytes().take_while(|&b| base62::digit_value(b).is_some()).count();
+        rest = &after[run..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn checksum_of(body: &[u8]) -> u32 {
     crc32fast::hash(body)
 }
@@ -201,6 +217,15 @@ mod tests {
         assert_eq!(Token::parse(&bad), Err(TokenError::BadCharacter(11)));
         // Multi-byte characters must not panic on slicing.
         assert!(Token::parse("ibp_ééééééééééééééééééééééééééééééééééééééééééééé").is_err());
+    }
+
+    #[test]
+    fn redact_hides_every_token_shaped_run() {
+        let token = token_from_seed(3);
+        let text = format!("invalid type: string \"{}\", and ibp_abc", token.expose_secret());
+        let redacted = redact(&text);
+        assert!(!redacted.contains(token.expose_secret()));
+        assert_eq!(redacted, "invalid type: string \"ibp_…\", and ibp_…");
     }
 
     proptest! {

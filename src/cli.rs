@@ -1,0 +1,138 @@
+//! The command line: argument definitions and the exit-code contract.
+//!
+//! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error. Every error is one
+//! line on stderr that says what to do next.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const DEFAULT_DATA: &str = "./data/iblueprint.redb";
+
+#[derive(Parser, Debug)]
+#[command(name = "iblueprint", version, about = "Self-hosted API keys: issue, verify, rate-limit, revoke.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the API (defaults: 127.0.0.1:8080, data in ./data/iblueprint.redb).
+    Serve(ServeArgs),
+    /// Manage users directly on the data file (the server must be stopped).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A TOML config file (see config/iblueprint.toml).
+    #[arg(long, env = "IBLUEPRINT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 or [::]:443.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The redb data file.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<String>,
+    /// `pretty` for people, `json` for log collectors.
+    #[arg(long, value_name = "pretty|json")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArg {
+    /// The redb data file.
+    #[arg(long, env = "IBLUEPRINT_DATA", value_name = "FILE", default_value = DEFAULT_DATA)]
+    pub data: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Add a user (creates the data file if it does not exist yet).
+    Add {
+        name: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Set a user's password.
+    Passwd {
+        name: String,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Disable a user: all of their keys stop working at once.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Create an API key for a user and print its secret (once) on standard output.
+    IssueKey {
+        name: String,
+        /// The key's name.
+        #[arg(long = "name", value_name = "KEYNAME")]
+        key_name: String,
+        /// A scope to grant (repeatable), e.g. keys:read, keys:write, billing:read.
+        #[arg(long = "scope", value_name = "S")]
+        scopes: Vec<String>,
+        /// Requests per hour (default: unlimited).
+        #[arg(long, value_name = "N")]
+        per_hour: Option<u64>,
+        /// Requests per day (default: unlimited).
+        #[arg(long, value_name = "N")]
+        per_day: Option<u64>,
+        /// Expire the key after this long: 30s, 15m, 12h, 7d.
+        #[arg(long, value_name = "DUR")]
+        expires_in: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+/// A failed command, carrying its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments or configuration: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed while doing the work: exit 1.
+    #[error("{0:#}")]
+    Runtime(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Runtime(_) => 1,
+        }
+    }
+
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        CliError::Usage(message.to_string())
+    }
+}

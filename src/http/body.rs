@@ -1,0 +1,78 @@
+//! Request bodies: JSON objects of at most 64 KiB, strictly typed.
+//!
+//! Every body type denies unknown fields, so a typo (`"nmae"`) is a 400 naming the field
+//! rather than a silently ignored setting. Parse errors keep serde's message, which names
+//! the field and the position; anything token-shaped in it is redacted, so a secret pasted
+//! into the wrong field never comes back in an error body.
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::{FromRequest, HttpRequest, web};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::domain::token::redact;
+
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body that must be present.
+pub struct Json<T>(pub T);
+
+/// A JSON body that may be empty, in which case `T::default()` stands in.
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(payload_error)?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Err(ApiError::invalid("the request body must be a JSON object"));
+            }
+            parse(&bytes).map(Json)
+        })
+    }
+}
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(payload_error)?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJson(T::default()));
+            }
+            parse(&bytes).map(OptionalJson)
+        })
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|err| {
+        let path = err.path().to_string();
+        let message = redact(&err.inner().to_string());
+        // `.` is the path of the whole body; anything else names the field at fault.
+        if path == "." { ApiError::invalid(format!("request body: {message}")) } else { ApiError::invalid(format!("{path}: {message}")) }
+    })?;
+    json.end().map_err(|err| ApiError::invalid(format!("request body: {err}")))?;
+    Ok(value)
+}
+
+fn payload_error(err: actix_web::Error) -> ApiError {
+    match err.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
+        _ => ApiError::invalid(format!("could not read the request body: {err}")),
+    }
+}
+
+/// The payload limit every route shares; installed once as app data.
+pub fn payload_config() -> web::PayloadConfig {
+    web::PayloadConfig::new(MAX_BODY_BYTES)
+}

@@ -1,0 +1,389 @@
+//! The one module that knows redb: tables, transactions, schema version, and what is
+//! durable when.
+//!
+//! # Assumptions and durability
+//! Everything lives in one redb file. redb commits are copy-on-write with a checksummed
+//! commit slot: a crash leaves either the previous or the new state, never a mix. Every
+//! [`Store::write`] commits with `Durability::Immediate` (fsync) before it returns `Ok`, so a
+//! change the API has acknowledged survives a crash or power cut. A write that fails leaves
+//! nothing behind: the transaction is dropped, which aborts it.
+//!
+//! After an I/O error redb refuses further writes (it may have half-written pages); that
+//! surfaces here as [`StoreError::Database`] on every call until the process restarts,
+//! rather than being retried in a loop.
+//!
+//! # Processes
+//! The server opens the file in `ConcurrencyMode::SingleWriter`: it is the one writer, and
+//! a `backup` process may open the same file read-only at the same time. A second writer
+//! (`users …`, `import`, another `serve`) is refused with [`StoreError::Locked`].
+//!
+//! # Tables
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `meta` | name | u64 (`schema_version`, `next_key_seq`) |
+//! | `users` | user id | [`User`] record |
+//! | `usernames` | username | user id |
+//! | `keys` | key id | [`Key`] record (hash only, never the secret) |
+//! | `key_hashes` | blake3 of the token | key id |
+//! | `user_keys` | (user id, key seq) | key id, newest = highest seq |
+//! | `audit` | sequence number | [`AuditEvent`] record |
+//!
+//! Records are encoded by [`codec`]: a format-version byte, then postcard.
+
+pub mod codec;
+
+use std::path::{Path, PathBuf};
+
+use redb::{
+    ConcurrencyMode, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
+};
+
+use crate::domain::{AuditEvent, Key, KeyHash, KeyId, User, UserId, Username};
+
+/// The schema this binary writes. Bump it when a table or record layout changes, and add a
+/// step to [`migrate`].
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const USERNAMES: TableDefinition<&str, &str> = TableDefinition::new("usernames");
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const KEY_HASHES: TableDefinition<[u8; 32], &str> = TableDefinition::new("key_hashes");
+const USER_KEYS: TableDefinition<(&str, u64), &str> = TableDefinition::new("user_keys");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+const SCHEMA_VERSION_KEY: &str = "schema_version";
+const NEXT_KEY_SEQ: &str = "next_key_seq";
+
+/// redb's page cache. The working set of a busy server is its hot keys and the upper
+/// levels of each B-tree; 64 MiB holds that for millions of keys and keeps RSS modest.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the data file {0} is held by a running iblueprint server; stop the server first (or use `iblueprint backup` for a copy)"
+    )]
+    Locked(PathBuf),
+    #[error(
+        "the data file {path} has schema version {found}, newer than this binary knows ({SCHEMA_VERSION}); upgrade iblueprint"
+    )]
+    NewerSchema { path: PathBuf, found: u64 },
+    #[error("{path} is not an iblueprint data file ({reason})")]
+    NotADataFile { path: PathBuf, reason: String },
+    #[error("there is no data file at {0}; pass --data FILE or set IBLUEPRINT_DATA")]
+    Missing(PathBuf),
+    #[error("cannot open the data file {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("stored record in table `{table}` is corrupt: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    #[error("database error: {0}")]
+    Database(#[from] redb::Error),
+}
+
+// redb has a separate error type per operation; all of them mean "the database failed".
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(err: $t) -> Self {
+                StoreError::Database(err.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens the data file as its one writer, creating it (and its folder) when missing,
+    /// and migrating an older schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        }
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|err| open_error(path, err))?;
+        let store = Store { db, path: path.to_owned() };
+        store.prepare_schema()?;
+        Ok(store)
+    }
+
+    /// Like [`Store::open`], but a missing file is an error: for commands that should never
+    /// start a new, empty database by accident (a mistyped `--data`).
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        Store::open(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A consistent snapshot for reading. Cheap; never blocks on writers.
+    pub fn read(&self) -> Result<ReadTxn, StoreError> {
+        Ok(ReadTxn { txn: self.db.begin_read()? })
+    }
+
+    /// Runs `change` in one write transaction and commits it durably (fsync) when it
+    /// returns `Ok`. On `Err` nothing is written.
+    pub fn write<T, E: From<StoreError>>(&self, change: impl FnOnce(&mut WriteTxn) -> Result<T, E>) -> Result<T, E> {
+        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        txn.set_durability(Durability::Immediate).map_err(StoreError::from)?;
+        let mut wtx = WriteTxn { txn };
+        let value = change(&mut wtx)?;
+        wtx.txn.commit().map_err(StoreError::from)?;
+        Ok(value)
+    }
+
+    fn prepare_schema(&self) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let tables: Vec<String> = tx.txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+            let found = if tables.iter().any(|t| t == META.name()) {
+                tx.txn.open_table(META)?.get(SCHEMA_VERSION_KEY)?.map(|v| v.value())
+            } else {
+                None
+            };
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema { path: self.path.clone(), found: v });
+                }
+                Some(v) if v < SCHEMA_VERSION => migrate(tx, v)?,
+                Some(_) => {}
+                None if tables.is_empty() => {}
+                None => {
+                    return Err(StoreError::NotADataFile {
+                        path: self.path.clone(),
+                        reason: "a redb file without an iblueprint schema version".into(),
+                    });
+                }
+            }
+            // Create every table so read transactions never meet a missing one.
+            tx.txn.open_table(META)?.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
+            tx.txn.open_table(USERS)?;
+            tx.txn.open_table(USERNAMES)?;
+            tx.txn.open_table(KEYS)?;
+            tx.txn.open_table(KEY_HASHES)?;
+            tx.txn.open_table(USER_KEYS)?;
+            tx.txn.open_table(AUDIT)?;
+            Ok(())
+        })
+    }
+}
+
+/// Brings an older schema up to [`SCHEMA_VERSION`] inside the opening transaction.
+/// Version 1 is the first schema, so there is nothing to migrate yet.
+fn migrate(_tx: &mut WriteTxn, from: u64) -> Result<(), StoreError> {
+    Err(StoreError::Corrupt { table: "meta", reason: format!("unknown old schema version {from}") })
+}
+
+fn open_error(path: &Path, err: DatabaseError) -> StoreError {
+    match err {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            StoreError::Locked(path.to_owned())
+        }
+        DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Open { path: path.to_owned(), source },
+        DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+            StoreError::NotADataFile { path: path.to_owned(), reason }
+        }
+        DatabaseError::UpgradeRequired(v) => StoreError::NotADataFile {
+            path: path.to_owned(),
+            reason: format!("written by an older redb file format {v}"),
+        },
+        other => StoreError::Database(other.into()),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|err| StoreError::Corrupt { table, reason: err.to_string() })
+}
+
+/// The reads both kinds of transaction offer. Implemented once, here, over whichever table
+/// type the transaction hands out.
+pub trait Reads {
+    #[doc(hidden)]
+    type Table<'t, K: redb::Key + 'static, V: redb::Value + 'static>: ReadableTable<K, V>
+    where
+        Self: 't;
+    #[doc(hidden)]
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<Self::Table<'_, K, V>, StoreError>;
+
+    fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        let users = self.table(USERS)?;
+        let found = users.get(id.as_str())?;
+        found.map(|v| decode("users", v.value())).transpose()
+    }
+
+    fn user_by_name(&self, name: &Username) -> Result<Option<User>, StoreError> {
+        let id = self.table(USERNAMES)?.get(name.as_str())?.map(|v| v.value().to_owned());
+        match id.as_deref().and_then(UserId::parse) {
+            Some(id) => self.user(&id),
+            None => Ok(None),
+        }
+    }
+
+    /// All users, ordered by id. User counts are small (people, not keys).
+    fn users(&self) -> Result<Vec<User>, StoreError> {
+        let users = self.table(USERS)?;
+        let mut out = Vec::new();
+        for entry in users.range::<&str>(..)? {
+            let (_, value) = entry?;
+            out.push(decode("users", value.value())?);
+        }
+        Ok(out)
+    }
+
+    fn user_count(&self) -> Result<u64, StoreError> {
+        Ok(self.table(USERS)?.len()?)
+    }
+
+    fn key(&self, id: &KeyId) -> Result<Option<Key>, StoreError> {
+        let keys = self.table(KEYS)?;
+        let found = keys.get(id.as_str())?;
+        found.map(|v| decode("keys", v.value())).transpose()
+    }
+
+    /// The key whose token hashes to `hash`: the verification lookup.
+    fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError> {
+        let id = self.table(KEY_HASHES)?.get(&hash.0)?.map(|v| v.value().to_owned());
+        let Some(id) = id.as_deref().and_then(KeyId::parse) else { return Ok(None) };
+        // The index and the record are written in one transaction, so a hit here must
+        // resolve; compare the hash anyway (in constant time) so a damaged index can never
+        // let one key stand in for another.
+        match self.key(&id)? {
+            Some(key) if blake3::Hash::from(key.hash.0) == blake3::Hash::from(hash.0) => Ok(Some(key)),
+            Some(_) => Err(StoreError::Corrupt { table: "key_hashes", reason: format!("index entry for {id} disagrees") }),
+            None => Err(StoreError::Corrupt { table: "key_hashes", reason: format!("dangling index entry for {id}") }),
+        }
+    }
+
+    /// Up to `limit` of the user's keys, newest first, strictly older than `before_seq`.
+    fn user_keys(&self, user: &UserId, before_seq: Option<u64>, limit: usize) -> Result<Vec<Key>, StoreError> {
+        let index = self.table(USER_KEYS)?;
+        let upper = before_seq.unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity(limit.min(256));
+        for entry in index.range((user.as_str(), 0u64)..(user.as_str(), upper))?.rev() {
+            if out.len() == limit {
+                break;
+            }
+            let (_, key_id) = entry?;
+            let id = KeyId::parse(key_id.value())
+                .ok_or_else(|| StoreError::Corrupt { table: "user_keys", reason: "bad key id".into() })?;
+            match self.key(&id)? {
+                Some(key) => out.push(key),
+                None => {
+                    return Err(StoreError::Corrupt { table: "user_keys", reason: format!("dangling entry {id}") });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The most recent audit events, newest first, optionally only those about one user.
+    fn audit_events(&self, about: Option<&UserId>, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let audit = self.table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in audit.range::<u64>(..)?.rev() {
+            if out.len() == limit {
+                break;
+            }
+            let (_, value) = entry?;
+            let event: AuditEvent = decode("audit", value.value())?;
+            if about.is_none_or(|u| event.user_id.as_ref() == Some(u)) {
+                out.push(event);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A read-only snapshot.
+pub struct ReadTxn {
+    txn: ReadTransaction,
+}
+
+impl Reads for ReadTxn {
+    type Table<'t, K: redb::Key + 'static, V: redb::Value + 'static> = redb::ReadOnlyTable<K, V>;
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<redb::ReadOnlyTable<K, V>, StoreError> {
+        Ok(self.txn.open_table(def)?)
+    }
+}
+
+/// An open write transaction; see [`Store::write`].
+pub struct WriteTxn {
+    txn: WriteTransaction,
+}
+
+impl Reads for WriteTxn {
+    type Table<'t, K: redb::Key + 'static, V: redb::Value + 'static> = redb::Table<'t, K, V>;
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<redb::Table<'_, K, V>, StoreError> {
+        Ok(self.txn.open_table(def)?)
+    }
+}
+
+impl WriteTxn {
+    /// Inserts a new user or replaces an existing one, keeping the username index in step.
+    pub fn put_user(&mut self, user: &User) -> Result<(), StoreError> {
+        let previous = self.user(&user.id)?;
+        let mut names = self.txn.open_table(USERNAMES)?;
+        if let Some(old) = previous.filter(|old| old.username != user.username) {
+            names.remove(old.username.as_str())?;
+        }
+        names.insert(user.username.as_str(), user.id.as_str())?;
+        self.txn.open_table(USERS)?.insert(user.id.as_str(), codec::encode(user).as_slice())?;
+        Ok(())
+    }
+
+    /// Stores a new key, giving it the next sequence number (its place in "newest first").
+    pub fn insert_key(&mut self, key: &mut Key) -> Result<(), StoreError> {
+        let seq = {
+            let mut meta = self.txn.open_table(META)?;
+            let seq = meta.get(NEXT_KEY_SEQ)?.map_or(1, |v| v.value());
+            meta.insert(NEXT_KEY_SEQ, seq + 1)?;
+            seq
+        };
+        key.seq = seq;
+        self.txn.open_table(KEY_HASHES)?.insert(&key.hash.0, key.id.as_str())?;
+        self.txn.open_table(USER_KEYS)?.insert((key.user_id.as_str(), seq), key.id.as_str())?;
+        self.update_key(key)
+    }
+
+    /// Replaces a key's record. Its id, owner, hash and sequence never change.
+    pub fn update_key(&mut self, key: &Key) -> Result<(), StoreError> {
+        self.txn.open_table(KEYS)?.insert(key.id.as_str(), codec::encode(key).as_slice())?;
+        Ok(())
+    }
+
+    /// Appends an event; it commits or vanishes with the change it records.
+    pub fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut audit = self.txn.open_table(AUDIT)?;
+        let next = audit.last()?.map_or(1, |(k, _)| k.value() + 1);
+        audit.insert(next, codec::encode(event).as_slice())?;
+        Ok(())
+    }
+}
