@@ -48,6 +48,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod limiter;
 pub mod password;
 pub mod serve;
 pub mod service;

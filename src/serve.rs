@@ -34,6 +34,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         default_rate_limit: config.default_rate_limit,
     };
     let service = Arc::new(Service::new(store, settings));
+    let flusher = service.limiter().start_flusher(config.flush_interval).context("starting the flush thread")?;
     tracing::info!(data = %config.data.display(), users, "data file open");
     if users == 0 {
         tracing::warn!("no users yet: stop the server and run `iblueprint users add NAME --admin` to create the first one");
@@ -48,6 +49,8 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
             }
         }))
         .with_context(|| format!("serving on {}", config.listen))?;
+    // Requests in flight have finished; write the last rate-limit levels and usage.
+    flusher.stop();
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -6,12 +6,16 @@
 //! per-user key limit, and writing the audit event in the same transaction as the change.
 //! It does not read the clock: every call takes `now`.
 
+use std::sync::Arc;
+
 use getrandom::SysRng;
 
 use crate::domain::{
     Action, Actor, AuditEvent, Denial, Key, KeyChangeError, KeyId, KeyName, KeySpec, KeyStatus, RateLimit, Scopes,
     Timestamp, Token, User, UserId, Username,
 };
+use crate::domain::ratelimit::Decision;
+use crate::limiter::Limiter;
 use crate::password;
 use crate::store::{Reads, Store, StoreError, WriteTxn};
 
@@ -31,11 +35,13 @@ impl Default for ServiceSettings {
     }
 }
 
-/// A verified caller: the key that was presented and the user who owns it.
+/// A verified caller: the key that was presented, the user who owns it, and where the
+/// key's rate limits stand after this request (`None` for a key without limits).
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user: User,
     pub key: Key,
+    pub rate: Option<Decision>,
 }
 
 impl Principal {
@@ -52,6 +58,9 @@ pub enum VerifyError {
     /// A known key that may not be used now; the id is public and goes to the request log.
     #[error("key {key_id} refused: {denial:?}")]
     Denied { key_id: KeyId, denial: Denial },
+    /// A bucket is empty; nothing was taken from any bucket.
+    #[error("key {key_id} is rate limited")]
+    RateLimited { key_id: KeyId, decision: Decision },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -100,13 +109,19 @@ pub struct KeyPage {
 }
 
 pub struct Service {
-    store: Store,
+    store: Arc<Store>,
+    limiter: Arc<Limiter>,
     settings: ServiceSettings,
 }
 
 impl Service {
     pub fn new(store: Store, settings: ServiceSettings) -> Self {
-        Service { store, settings }
+        let store = Arc::new(store);
+        Service { limiter: Arc::new(Limiter::new(Arc::clone(&store))), store, settings }
+    }
+
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
     }
 
     pub fn store(&self) -> &Store {
@@ -117,9 +132,11 @@ impl Service {
         &self.settings
     }
 
-    /// The check behind every authenticated request: parse, hash, look up, authorize.
-    /// Malformed tokens are refused before the database is touched.
-    pub fn verify(&self, presented: &str, required: &[&str], now: Timestamp) -> Result<Principal, VerifyError> {
+    /// The check behind every authenticated request: parse, hash, look up, authorize, then
+    /// take a token from the key's rate-limit buckets and count the use. Malformed tokens are
+    /// refused before the database is touched; refused requests spend no budget.
+    pub fn verify(&self, presented: &str, required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
+        let now = Timestamp::from_millis(now_ms);
         let token = Token::parse(presented).map_err(|_| VerifyError::Invalid)?;
         let read = self.store.read()?;
         let key = read.key_by_hash(&token.hash())?.ok_or(VerifyError::Invalid)?;
@@ -128,7 +145,12 @@ impl Service {
             .ok_or_else(|| StoreError::Corrupt { table: "users", reason: format!("owner of {} missing", key.id) })?;
         key.authorize(user.is_disabled(), required, now)
             .map_err(|denial| VerifyError::Denied { key_id: key.id.clone(), denial })?;
-        Ok(Principal { user, key })
+        let rate = if key.rate_limit.is_unlimited() { None } else { Some(self.limiter.check(&key, now_ms)?) };
+        if let Some(decision) = rate.filter(|d| !d.allowed) {
+            return Err(VerifyError::RateLimited { key_id: key.id, decision });
+        }
+        self.limiter.record_use(&key.id, now_ms);
+        Ok(Principal { user, key, rate })
     }
 
     /// Creates a key for `owner`. `scope_ceiling` is the creating key's scopes when a key
@@ -264,6 +286,7 @@ impl Service {
             // The successor replaces the old key rather than adding one, so it does not
             // count against the per-user limit.
             let mut key = Key::new(new_id, owner.clone(), &token, spec, now);
+            key.limit_id = old.limit_id.clone();
             old.revoked_at = Some(cutoff);
             tx.update_key(&old)?;
             tx.insert_key(&mut key)?;

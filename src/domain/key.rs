@@ -167,6 +167,10 @@ pub struct Key {
     pub revoked_at: Option<Timestamp>,
     pub rate_limit: RateLimit,
     pub scopes: Scopes,
+    /// Whose token buckets this key draws from: its own id, or for a rotated key the id its
+    /// predecessor drew from, so rotating never hands out a fresh budget and the old and new
+    /// key share one budget during a grace period.
+    pub limit_id: KeyId,
 }
 
 /// What a new key is made of, before the store gives it a sequence number.
@@ -182,6 +186,7 @@ impl Key {
     /// A fresh key record for `token`, owned by `user_id`.
     pub fn new(id: KeyId, user_id: UserId, token: &Token, spec: KeySpec, now: Timestamp) -> Key {
         Key {
+            limit_id: id.clone(),
             id,
             user_id,
             seq: 0,

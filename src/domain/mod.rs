@@ -8,6 +8,7 @@ pub mod audit;
 pub mod base62;
 pub mod id;
 pub mod key;
+pub mod ratelimit;
 pub mod scope;
 pub mod time;
 pub mod token;

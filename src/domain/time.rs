@@ -26,6 +26,11 @@ impl Timestamp {
         Timestamp::from_unix(OffsetDateTime::now_utc().unix_timestamp())
     }
 
+    /// The whole second containing `ms` milliseconds since the epoch.
+    pub fn from_millis(ms: u64) -> Self {
+        Timestamp::from_unix(i64::try_from(ms / 1000).unwrap_or(i64::MAX))
+    }
+
     pub fn unix(self) -> i64 {
         self.0
     }
@@ -33,6 +38,14 @@ impl Timestamp {
     pub fn plus_seconds(self, seconds: u64) -> Self {
         let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
         Timestamp::from_unix(self.0.saturating_add(seconds))
+    }
+
+    /// Milliseconds since the epoch, from the wall clock. Only the shell calls this: rate
+    /// limits need sub-second precision and must survive restarts, so not a monotonic clock.
+    pub fn now_millis() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+        })
     }
 
     /// Parses an RFC 3339 date-time with any offset, e.g. `2027-01-31T12:00:00Z`.

@@ -13,6 +13,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use super::error::ApiError;
+use crate::domain::ratelimit::Decision;
 use crate::domain::{KeyId, Scope, Timestamp};
 use crate::service::{Principal, Service, VerifyError};
 
@@ -49,6 +50,10 @@ pub struct Authenticated<S: ScopeRule> {
 #[derive(Clone)]
 pub struct PresentedKeyId(pub KeyId);
 
+/// Where the presented key's rate limits stand, for the `RateLimit` response headers.
+#[derive(Clone, Copy)]
+pub struct RateState(pub Decision);
+
 impl<S: ScopeRule> FromRequest for Authenticated<S> {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
@@ -65,14 +70,26 @@ pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, A
         .app_data::<web::Data<Service>>()
         .ok_or_else(|| ApiError::unexpected(anyhow::anyhow!("service missing from app data")))?;
     let presented = bearer_token(req)?;
-    match service.verify(presented, required, Timestamp::now()) {
+    match service.verify(presented, required, Timestamp::now_millis()) {
         Ok(principal) => {
-            req.extensions_mut().insert(PresentedKeyId(principal.key.id.clone()));
+            let mut extensions = req.extensions_mut();
+            extensions.insert(PresentedKeyId(principal.key.id.clone()));
+            if let Some(decision) = principal.rate {
+                extensions.insert(RateState(decision));
+            }
             Ok(principal)
         }
         Err(err) => {
-            if let VerifyError::Denied { key_id, .. } = &err {
-                req.extensions_mut().insert(PresentedKeyId(key_id.clone()));
+            match &err {
+                VerifyError::Denied { key_id, .. } => {
+                    req.extensions_mut().insert(PresentedKeyId(key_id.clone()));
+                }
+                VerifyError::RateLimited { key_id, decision } => {
+                    let mut extensions = req.extensions_mut();
+                    extensions.insert(PresentedKeyId(key_id.clone()));
+                    extensions.insert(RateState(*decision));
+                }
+                VerifyError::Invalid | VerifyError::Store(_) => {}
             }
             Err(err.into())
         }

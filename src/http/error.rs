@@ -28,6 +28,8 @@ pub enum ApiError {
     UserDisabled,
     #[error("the API key lacks the scope(s): {}", .0.join(", "))]
     InsufficientScope(Vec<String>),
+    #[error("the API key's rate limit is used up; retry in {0} seconds")]
+    RateLimited(u64),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("request body is larger than {} KiB", .0 / 1024)]
@@ -62,6 +64,7 @@ impl ApiError {
             ApiError::KeyExpired => "key_expired",
             ApiError::UserDisabled => "user_disabled",
             ApiError::InsufficientScope(_) => "insufficient_scope",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound => "not_found",
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::KeyExpired => "API key expired",
             ApiError::UserDisabled => "User disabled",
             ApiError::InsufficientScope(_) => "Insufficient scope",
+            ApiError::RateLimited(_) => "Rate limit exceeded",
             ApiError::InvalidRequest(_) => "Invalid request",
             ApiError::PayloadTooLarge(_) => "Request body too large",
             ApiError::NotFound => "Not found",
@@ -119,6 +123,7 @@ impl ResponseError for ApiError {
             ApiError::KeyRevoked | ApiError::KeyExpired | ApiError::UserDisabled | ApiError::InsufficientScope(_) => {
                 StatusCode::FORBIDDEN
             }
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -147,6 +152,9 @@ impl ResponseError for ApiError {
         if let Some(value) = self.www_authenticate() {
             response.insert_header((header::WWW_AUTHENTICATE, value));
         }
+        if let ApiError::RateLimited(seconds) = self {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
         response.json(problem)
     }
 }
@@ -161,6 +169,7 @@ impl From<VerifyError> for ApiError {
                 Denial::UserDisabled => ApiError::UserDisabled,
                 Denial::InsufficientScope { missing } => ApiError::InsufficientScope(missing),
             },
+            VerifyError::RateLimited { decision, .. } => ApiError::RateLimited(decision.retry_after.max(1)),
             VerifyError::Store(err) => ApiError::unexpected(err),
         }
     }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod error;
+mod rate_headers;
 mod request_log;
 
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub async fn serve(
         App::new()
             .app_data(data.clone())
             .app_data(body::payload_config())
+            .wrap(actix_web::middleware::from_fn(rate_headers::add))
             .wrap(actix_web::middleware::from_fn(request_log::log))
             .configure(api::configure)
             .default_service(web::to(api::not_found))

@@ -60,6 +60,7 @@ mod tests {
             revoked_at: None,
             rate_limit: RateLimit::new(Some(100), None).unwrap(),
             scopes: Scopes::parse(&["keys:read"]).unwrap(),
+            limit_id: KeyId::parse("key_0123456789ABCDEF").unwrap(),
         }
     }
 
@@ -73,7 +74,7 @@ mod tests {
         assert_eq!(decode::<Key>(&bytes).unwrap(), sample_key());
     }
 
-    const GOLDEN_KEY_V1: &str = "01146b65795f30313233343536373839414243444546147573725f3031323334353637383961626364656607026369abababababababababababababababababababababababababababababababab086962705f61314232047778797a80dabbb00d000301a092bcb00d0001640001096b6579733a72656164";
+    const GOLDEN_KEY_V1: &str = "01146b65795f30313233343536373839414243444546147573725f3031323334353637383961626364656607026369abababababababababababababababababababababababababababababababab086962705f61314232047778797a80dabbb00d000301a092bcb00d0001640001096b6579733a72656164146b65795f30313233343536373839414243444546";
 
     #[test]
     fn unknown_versions_and_garbage_are_errors_not_panics() {

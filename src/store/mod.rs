@@ -27,6 +27,12 @@
 //! | `key_hashes` | blake3 of the token | key id |
 //! | `user_keys` | (user id, key seq) | key id, newest = highest seq |
 //! | `audit` | sequence number | [`AuditEvent`] record |
+//! | `buckets` | key id the buckets belong to (`Key::limit_id`) | [`Buckets`] record |
+//!
+//! Token-bucket levels and usage counters (`last_used_at`, `request_count`) are the one
+//! exception to "durable before acknowledged": they change on every request, so the limiter
+//! keeps them in memory and writes them here in one transaction per flush interval and at
+//! shutdown. A crash loses at most one interval of consumption; see `limiter`.
 //!
 //! Records are encoded by [`codec`]: a format-version byte, then postcard.
 
@@ -39,7 +45,8 @@ use redb::{
     ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
 };
 
-use crate::domain::{AuditEvent, Key, KeyHash, KeyId, User, UserId, Username};
+use crate::domain::ratelimit::Buckets;
+use crate::domain::{AuditEvent, Key, KeyHash, KeyId, Timestamp, User, UserId, Username};
 
 /// The schema this binary writes. Bump it when a table or record layout changes, and add a
 /// step to [`migrate`].
@@ -52,6 +59,7 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const KEY_HASHES: TableDefinition<[u8; 32], &str> = TableDefinition::new("key_hashes");
 const USER_KEYS: TableDefinition<(&str, u64), &str> = TableDefinition::new("user_keys");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const NEXT_KEY_SEQ: &str = "next_key_seq";
@@ -182,6 +190,7 @@ impl Store {
             tx.txn.open_table(KEY_HASHES)?;
             tx.txn.open_table(USER_KEYS)?;
             tx.txn.open_table(AUDIT)?;
+            tx.txn.open_table(BUCKETS)?;
             Ok(())
         })
     }
@@ -298,6 +307,13 @@ pub trait Reads {
         Ok(out)
     }
 
+    /// Saved token-bucket levels for a key's `limit_id`, if any were ever saved.
+    fn buckets(&self, limit_id: &KeyId) -> Result<Option<Buckets>, StoreError> {
+        let table = self.table(BUCKETS)?;
+        let found = table.get(limit_id.as_str())?;
+        found.map(|v| decode("buckets", v.value())).transpose()
+    }
+
     /// The most recent audit events, newest first, optionally only those about one user.
     fn audit_events(&self, about: Option<&UserId>, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         let audit = self.table(AUDIT)?;
@@ -376,6 +392,22 @@ impl WriteTxn {
     /// Replaces a key's record. Its id, owner, hash and sequence never change.
     pub fn update_key(&mut self, key: &Key) -> Result<(), StoreError> {
         self.txn.open_table(KEYS)?.insert(key.id.as_str(), codec::encode(key).as_slice())?;
+        Ok(())
+    }
+
+    pub fn put_buckets(&mut self, limit_id: &KeyId, buckets: &Buckets) -> Result<(), StoreError> {
+        self.txn.open_table(BUCKETS)?.insert(limit_id.as_str(), codec::encode(buckets).as_slice())?;
+        Ok(())
+    }
+
+    /// Adds `requests` to a key's request count and moves `last_used_at` forward. A key
+    /// that no longer exists is skipped: usage of a vanished key has nowhere to go.
+    pub fn add_usage(&mut self, key_id: &KeyId, requests: u64, last_used: Timestamp) -> Result<(), StoreError> {
+        if let Some(mut key) = self.key(key_id)? {
+            key.request_count = key.request_count.saturating_add(requests);
+            key.last_used_at = key.last_used_at.max(Some(last_used));
+            self.update_key(&key)?;
+        }
         Ok(())
     }
 

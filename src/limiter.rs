@@ -1,0 +1,233 @@
+//! Per-key rate limiting and usage counting in memory, written behind to the store.
+//!
+//! # Exactness
+//! Every decision for a bucket is made under one mutex (the shard holding that key's
+//! `limit_id`), so however many workers verify the same key at once, admissions never
+//! exceed the bucket. Shards keep unrelated keys from contending.
+//!
+//! # Memory
+//! A key's buckets are loaded from the store the first time it is used after a start, so
+//! memory follows the keys in use, not the keys that exist; start-up reads nothing. Clean
+//! entries idle for [`IDLE_EVICT_MS`] are dropped at the next flush.
+//!
+//! # Durability
+//! Levels and usage (`request_count`, `last_used_at`) are written in one store transaction
+//! per flush interval, and once more at clean shutdown. What a crash can lose is the
+//! consumption of at most one interval: after a SIGKILL a key may admit up to one interval's
+//! worth of requests again, and `request_count` may be short by as many. A clean shutdown
+//! loses nothing. A failed flush keeps everything in memory and is retried next interval.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::domain::ratelimit::{Buckets, Decision};
+use crate::domain::{Key, KeyId, Timestamp};
+use crate::store::{Reads, Store, StoreError};
+
+/// Enough shards that 2–64 workers rarely meet on one lock.
+const SHARDS: usize = 64;
+/// Clean bucket entries untouched this long are evicted (they reload from the store).
+pub const IDLE_EVICT_MS: u64 = 15 * 60 * 1000;
+
+struct BucketEntry {
+    buckets: Buckets,
+    dirty: bool,
+    touched_ms: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    requests: u64,
+    last_used_ms: u64,
+}
+
+/// A map split into independently locked shards.
+struct Sharded<V> {
+    hasher: RandomState,
+    shards: Box<[Mutex<HashMap<KeyId, V>>]>,
+}
+
+impl<V> Sharded<V> {
+    fn new() -> Self {
+        Sharded { hasher: RandomState::new(), shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+
+    fn shard(&self, id: &KeyId) -> MutexGuard<'_, HashMap<KeyId, V>> {
+        let index = (self.hasher.hash_one(id) as usize) % self.shards.len();
+        // A panic while holding a shard cannot leave a bucket half-updated (updates are
+        // single assignments), so a poisoned lock is safe to keep using.
+        self.shards[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn all(&self) -> impl Iterator<Item = MutexGuard<'_, HashMap<KeyId, V>>> {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
+
+/// What one flush wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlushStats {
+    pub buckets: usize,
+    pub keys_used: usize,
+    pub evicted: usize,
+}
+
+pub struct Limiter {
+    store: Arc<Store>,
+    buckets: Sharded<BucketEntry>,
+    usage: Sharded<Usage>,
+}
+
+impl Limiter {
+    pub fn new(store: Arc<Store>) -> Self {
+        Limiter { store, buckets: Sharded::new(), usage: Sharded::new() }
+    }
+
+    /// Takes a token from each of the key's buckets, or refuses and takes none.
+    pub fn check(&self, key: &Key, now_ms: u64) -> Result<Decision, StoreError> {
+        if let Some(entry) = self.buckets.shard(&key.limit_id).get_mut(&key.limit_id) {
+            return Ok(take(entry, key, now_ms));
+        }
+        // First use since start: load outside the lock, then let whichever thread inserted
+        // first win, so concurrent first uses still share one bucket.
+        let saved = self.store.read()?.buckets(&key.limit_id)?.unwrap_or_default();
+        let mut shard = self.buckets.shard(&key.limit_id);
+        let entry =
+            shard.entry(key.limit_id.clone()).or_insert(BucketEntry { buckets: saved, dirty: false, touched_ms: now_ms });
+        Ok(take(entry, key, now_ms))
+    }
+
+    /// Counts one admitted request for `key_id`.
+    pub fn record_use(&self, key_id: &KeyId, now_ms: u64) {
+        let mut shard = self.usage.shard(key_id);
+        let usage = shard.entry(key_id.clone()).or_default();
+        usage.requests += 1;
+        usage.last_used_ms = usage.last_used_ms.max(now_ms);
+    }
+
+    /// Writes every changed bucket and all pending usage in one transaction. On failure
+    /// the pending state is put back, so the next flush retries it.
+    pub fn flush(&self, now_ms: u64) -> Result<FlushStats, StoreError> {
+        let mut dirty = Vec::new();
+        for mut shard in self.buckets.all() {
+            for (id, entry) in shard.iter_mut().filter(|(_, e)| e.dirty) {
+                entry.dirty = false;
+                dirty.push((id.clone(), entry.buckets));
+            }
+        }
+        let mut used = Vec::new();
+        for mut shard in self.usage.all() {
+            used.extend(shard.drain());
+        }
+        let mut stats = FlushStats { buckets: dirty.len(), keys_used: used.len(), evicted: 0 };
+        if !dirty.is_empty() || !used.is_empty() {
+            let written = self.store.write(|tx| {
+                for (id, buckets) in &dirty {
+                    tx.put_buckets(id, buckets)?;
+                }
+                for (id, usage) in &used {
+                    tx.add_usage(id, usage.requests, Timestamp::from_millis(usage.last_used_ms))?;
+                }
+                Ok::<_, StoreError>(())
+            });
+            if let Err(err) = written {
+                self.restore(dirty, used);
+                return Err(err);
+            }
+        }
+        for mut shard in self.buckets.all() {
+            let before = shard.len();
+            shard.retain(|_, e| e.dirty || now_ms.saturating_sub(e.touched_ms) < IDLE_EVICT_MS);
+            stats.evicted += before - shard.len();
+        }
+        Ok(stats)
+    }
+
+    fn restore(&self, dirty: Vec<(KeyId, Buckets)>, used: Vec<(KeyId, Usage)>) {
+        for (id, _) in dirty {
+            if let Some(entry) = self.buckets.shard(&id).get_mut(&id) {
+                entry.dirty = true;
+            }
+        }
+        for (id, usage) in used {
+            let mut shard = self.usage.shard(&id);
+            let pending = shard.entry(id.clone()).or_default();
+            pending.requests += usage.requests;
+            pending.last_used_ms = pending.last_used_ms.max(usage.last_used_ms);
+        }
+    }
+
+    /// Starts the write-behind thread. Dropping or stopping the handle flushes once more.
+    pub fn start_flusher(self: &Arc<Self>, interval: Duration) -> std::io::Result<Flusher> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let limiter = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("iblueprint-flush".into())
+            .spawn(move || {
+                loop {
+                    match stopped.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) => limiter.flush_and_log(),
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                limiter.flush_and_log();
+            })?;
+        Ok(Flusher { stop: Some(stop), thread: Some(thread) })
+    }
+
+    fn flush_and_log(&self) {
+        let started = Instant::now();
+        match self.flush(Timestamp::now_millis()) {
+            Ok(stats) if stats == FlushStats::default() => {}
+            Ok(stats) => tracing::debug!(
+                buckets = stats.buckets,
+                keys_used = stats.keys_used,
+                evicted = stats.evicted,
+                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "flushed rate-limit state"
+            ),
+            Err(err) => tracing::error!(error = %err, "flushing rate-limit state failed; will retry"),
+        }
+    }
+}
+
+fn take(entry: &mut BucketEntry, key: &Key, now_ms: u64) -> Decision {
+    let decision = entry.buckets.check(key.rate_limit, now_ms);
+    entry.touched_ms = now_ms;
+    // A refused request changes no level, but the refill bookkeeping moved; saving it is
+    // harmless, and skipping it keeps a hammering client from causing writes.
+    entry.dirty |= decision.allowed;
+    decision
+}
+
+/// The running write-behind thread.
+pub struct Flusher {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    /// Stops the thread after one final flush, and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
