@@ -53,13 +53,13 @@ pub const SETTINGS: &[Setting] = &[
         key: "flush_interval_ms",
         env: "IBLUEPRINT_FLUSH_INTERVAL_MS",
         default: Some("1000"),
-        help: "How often, in milliseconds, buffered usage counts are written to disk (10 to 60000).",
+        help: "How often, in ms, rate-limit levels and usage counts are written behind; a crash loses at most this much (10 to 60000).",
     },
     Setting {
         key: "max_keys_per_user",
         env: "IBLUEPRINT_MAX_KEYS_PER_USER",
         default: Some("1000"),
-        help: "Most API keys one user may hold (1 to 100000).",
+        help: "Most unrevoked API keys one user may hold (1 to 100000).",
     },
     Setting {
         key: "session_ttl",
