@@ -7,7 +7,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::Context;
 
 use crate::cli::{CliError, UsersCommand};
-use crate::domain::{Actor, KeyName, KeySpec, RateLimit, Scopes, Timestamp, time::parse_duration};
+use crate::domain::{Actor, KeyName, KeySpec, RateLimit, Scopes, Timestamp, Username, time::parse_duration};
 use crate::service::{Service, ServiceError, ServiceSettings};
 use crate::store::Store;
 
@@ -20,6 +20,7 @@ pub fn run(command: UsersCommand) -> Result<(), CliError> {
             // running server is reported before anyone types a password.
             let creating = !data.data.exists();
             let (service, password) = if creating {
+                Username::parse(&name).map_err(|e| CliError::usage(format!("username: {e}")))?;
                 let password = read_password(password_stdin)?;
                 crate::password::validate(&password).map_err(|e| CliError::usage(format!("password: {e}")))?;
                 (open(Store::open(&data.data))?, password)

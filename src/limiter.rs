@@ -112,16 +112,19 @@ impl Limiter {
     /// Writes every changed bucket and all pending usage in one transaction. On failure
     /// the pending state is put back, so the next flush retries it.
     pub fn flush(&self, now_ms: u64) -> Result<FlushStats, StoreError> {
+        // Usage first, levels second: a request updates its bucket before it is counted, so
+        // every request in this batch of usage has its spend in the levels snapshot below.
+        // Hence a persisted `request_count` always has its bucket spend persisted with it.
+        let mut used = Vec::new();
+        for mut shard in self.usage.all() {
+            used.extend(shard.drain());
+        }
         let mut dirty = Vec::new();
         for mut shard in self.buckets.all() {
             for (id, entry) in shard.iter_mut().filter(|(_, e)| e.dirty) {
                 entry.dirty = false;
                 dirty.push((id.clone(), entry.buckets));
             }
-        }
-        let mut used = Vec::new();
-        for mut shard in self.usage.all() {
-            used.extend(shard.drain());
         }
         let mut stats = FlushStats { buckets: dirty.len(), keys_used: used.len(), evicted: 0 };
         if !dirty.is_empty() || !used.is_empty() {

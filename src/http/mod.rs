@@ -13,8 +13,10 @@ mod request_log;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use actix_web::rt::signal::unix::{SignalKind, signal};
 use actix_web::{App, HttpServer, web};
 
 use crate::service::Service;
@@ -43,11 +45,29 @@ pub async fn serve(
             .default_service(web::to(api::not_found))
     })
     .shutdown_timeout(30)
-    .client_request_timeout(Duration::from_secs(10));
+    .client_request_timeout(Duration::from_secs(10))
+    // We install our own handlers below, before announcing the address: actix's own are
+    // set up only once the server runs, and a SIGTERM in between would kill the process.
+    .disable_signals();
     if let Some(workers) = options.workers {
         server = server.workers(workers);
     }
     let server = server.bind(options.listen)?;
-    on_bound(&server.addrs());
-    server.run().await
+    // Both handlers are registered now, synchronously, before the address is announced.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let addrs = server.addrs();
+    let running = server.run();
+    let handle = running.handle();
+    actix_web::rt::spawn(async move {
+        std::future::poll_fn(|cx| match (terminate.poll_recv(cx), interrupt.poll_recv(cx)) {
+            (Poll::Pending, Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(()),
+        })
+        .await;
+        tracing::info!("shutdown requested: finishing requests in flight");
+        handle.stop(true).await;
+    });
+    on_bound(&addrs);
+    running.await
 }

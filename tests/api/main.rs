@@ -5,4 +5,5 @@ mod authorization;
 mod helpers;
 mod hostile_input;
 mod keys;
+mod rate_limits;
 mod verification;
