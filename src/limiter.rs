@@ -234,3 +234,89 @@ impl Drop for Flusher {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{KeyName, KeySpec, RateLimit, Scopes, Token, User, UserId, Username};
+
+    fn setup(limit: RateLimit) -> (tempfile::TempDir, Arc<Store>, Key) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("l.redb")).unwrap());
+        let user = User {
+            id: UserId::generate(&mut getrandom::SysRng).unwrap(),
+            username: Username::parse("u").unwrap(),
+            password_hash: String::new(),
+            is_admin: false,
+            created_at: Timestamp::from_unix(0),
+            disabled_at: None,
+        };
+        let token = Token::generate(&mut getrandom::SysRng).unwrap();
+        let spec = KeySpec { name: KeyName::parse("k").unwrap(), expires_at: None, rate_limit: limit, scopes: Scopes::default() };
+        let mut key = Key::new(KeyId::generate(&mut getrandom::SysRng).unwrap(), user.id.clone(), &token, spec, Timestamp::from_unix(0));
+        store
+            .write(|tx| {
+                tx.put_user(&user)?;
+                tx.insert_key(&mut key)
+            })
+            .unwrap();
+        (dir, store, key)
+    }
+
+    #[test]
+    fn flushed_levels_are_what_a_fresh_limiter_starts_from() {
+        let limit = RateLimit::new(Some(3), None).unwrap();
+        let (_dir, store, key) = setup(limit);
+        let limiter = Limiter::new(Arc::clone(&store));
+        let now = 1_000_000;
+        assert!(limiter.check(&key, now).unwrap().allowed);
+        assert!(limiter.check(&key, now).unwrap().allowed);
+        let stats = limiter.flush(now).unwrap();
+        assert_eq!(stats.buckets, 1);
+        let restarted = Limiter::new(store);
+        assert!(restarted.check(&key, now).unwrap().allowed);
+        assert!(!restarted.check(&key, now).unwrap().allowed);
+    }
+
+    #[test]
+    fn usage_is_added_to_the_key_record_at_flush() {
+        let (_dir, store, key) = setup(RateLimit::UNLIMITED);
+        let limiter = Limiter::new(Arc::clone(&store));
+        for ms in [5_000, 9_000, 7_000] {
+            limiter.record_use(&key.id, ms);
+        }
+        assert_eq!(limiter.flush(10_000).unwrap().keys_used, 1);
+        limiter.record_use(&key.id, 12_000);
+        limiter.flush(13_000).unwrap();
+        let saved = store.read().unwrap().key(&key.id).unwrap().unwrap();
+        assert_eq!(saved.request_count, 4);
+        assert_eq!(saved.last_used_at, Some(Timestamp::from_unix(12)));
+        // Nothing pending: a flush writes nothing.
+        assert_eq!(limiter.flush(14_000).unwrap(), FlushStats::default());
+    }
+
+    #[test]
+    fn idle_clean_entries_are_evicted_and_reload_with_their_levels() {
+        let limit = RateLimit::new(Some(2), None).unwrap();
+        let (_dir, store, key) = setup(limit);
+        let limiter = Limiter::new(store);
+        assert!(limiter.check(&key, 0).unwrap().allowed);
+        assert_eq!(limiter.flush(0).unwrap().evicted, 0);
+        assert_eq!(limiter.flush(IDLE_EVICT_MS).unwrap().evicted, 1);
+        // Reloaded from the store: one token spent, and refill since then is honoured.
+        let d = limiter.check(&key, IDLE_EVICT_MS).unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.hour.unwrap().remaining, 0);
+    }
+
+    #[test]
+    fn the_flusher_writes_on_stop() {
+        let limit = RateLimit::new(Some(1), None).unwrap();
+        let (_dir, store, key) = setup(limit);
+        let limiter = Arc::new(Limiter::new(Arc::clone(&store)));
+        let flusher = limiter.start_flusher(Duration::from_secs(3600)).unwrap();
+        assert!(limiter.check(&key, Timestamp::now_millis()).unwrap().allowed);
+        flusher.stop();
+        assert!(store.read().unwrap().buckets(&key.limit_id).unwrap().is_some());
+    }
+}

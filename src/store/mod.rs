@@ -115,17 +115,17 @@ pub struct Store {
 
 impl Store {
     /// Opens the data file as its one writer, creating it (and its folder) when missing,
-    /// and migrating an older schema.
+    /// and migrating an older schema. An existing file is vetted read-only first, so a file
+    /// we refuse (not ours, newer schema) is left exactly as it was.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
         }
-        let db = Database::builder()
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|err| open_error(path, err))?;
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            vet_read_only(path)?;
+        }
+        let db = builder().create(path).map_err(|err| open_error(path, err))?;
         let store = Store { db, path: path.to_owned() };
         store.prepare_schema()?;
         Ok(store)
@@ -163,24 +163,13 @@ impl Store {
     fn prepare_schema(&self) -> Result<(), StoreError> {
         self.write(|tx| {
             let tables: Vec<String> = tx.txn.list_tables()?.map(|t| t.name().to_owned()).collect();
-            let found = if tables.iter().any(|t| t == META.name()) {
+            let version = if tables.iter().any(|t| t == META.name()) {
                 tx.txn.open_table(META)?.get(SCHEMA_VERSION_KEY)?.map(|v| v.value())
             } else {
                 None
             };
-            match found {
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(StoreError::NewerSchema { path: self.path.clone(), found: v });
-                }
-                Some(v) if v < SCHEMA_VERSION => migrate(tx, v)?,
-                Some(_) => {}
-                None if tables.is_empty() => {}
-                None => {
-                    return Err(StoreError::NotADataFile {
-                        path: self.path.clone(),
-                        reason: "a redb file without an iblueprint schema version".into(),
-                    });
-                }
+            if let Some(old) = check_schema(&self.path, &tables, version)? {
+                migrate(tx, old)?;
             }
             // Create every table so read transactions never meet a missing one.
             tx.txn.open_table(META)?.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
@@ -196,6 +185,45 @@ impl Store {
     }
 }
 
+fn builder() -> redb::Builder {
+    let mut builder = Database::builder();
+    builder.set_concurrency_mode(ConcurrencyMode::SingleWriter).set_cache_size(CACHE_BYTES);
+    builder
+}
+
+/// Decides from the table names and stored version whether this is our file and whether it
+/// needs migrating (`Some(old version)`). A fresh, empty file is ours.
+fn check_schema(path: &Path, tables: &[String], version: Option<u64>) -> Result<Option<u64>, StoreError> {
+    match version {
+        Some(v) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema { path: path.to_owned(), found: v }),
+        Some(v) if v < SCHEMA_VERSION => Ok(Some(v)),
+        Some(_) => Ok(None),
+        None if tables.is_empty() => Ok(None),
+        None => Err(StoreError::NotADataFile {
+            path: path.to_owned(),
+            reason: "a redb file without an iblueprint schema version".into(),
+        }),
+    }
+}
+
+/// Checks an existing file without writing to it. A file that was not shut down cleanly
+/// cannot be opened read-only; the writable open repairs it and checks the schema again.
+fn vet_read_only(path: &Path) -> Result<(), StoreError> {
+    let db = match builder().open_read_only(path) {
+        Ok(db) => db,
+        Err(DatabaseError::RepairAborted) => return Ok(()),
+        Err(err) => return Err(open_error(path, err)),
+    };
+    let read = db.begin_read()?;
+    let tables: Vec<String> = read.list_tables()?.map(|t| t.name().to_owned()).collect();
+    let version = if tables.iter().any(|t| t == META.name()) {
+        read.open_table(META)?.get(SCHEMA_VERSION_KEY)?.map(|v| v.value())
+    } else {
+        None
+    };
+    check_schema(path, &tables, version).map(|_| ())
+}
+
 /// Brings an older schema up to [`SCHEMA_VERSION`] inside the opening transaction.
 /// Version 1 is the first schema, so there is nothing to migrate yet.
 fn migrate(_tx: &mut WriteTxn, from: u64) -> Result<(), StoreError> {
@@ -206,6 +234,9 @@ fn open_error(path: &Path, err: DatabaseError) -> StoreError {
     match err {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
             StoreError::Locked(path.to_owned())
+        }
+        DatabaseError::Storage(redb::StorageError::Io(source)) if source.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::NotADataFile { path: path.to_owned(), reason: source.to_string() }
         }
         DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Open { path: path.to_owned(), source },
         DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
@@ -417,5 +448,84 @@ impl WriteTxn {
         let next = audit.last()?.map_or(1, |(k, _)| k.value() + 1);
         audit.insert(next, codec::encode(event).as_slice())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("test.redb");
+        (dir, path)
+    }
+
+    #[test]
+    fn a_new_file_and_its_folder_are_created_with_the_current_schema() {
+        let (_dir, path) = temp();
+        let store = Store::open(&path).unwrap();
+        let read = store.read().unwrap();
+        let version = read.table(META).unwrap().get(SCHEMA_VERSION_KEY).unwrap().map(|v| v.value());
+        assert_eq!(version, Some(SCHEMA_VERSION));
+        assert_eq!(read.user_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_naming_both_versions() {
+        let (_dir, path) = temp();
+        drop(Store::open(&path).unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION + 1).unwrap();
+            txn.commit().unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open(&path).err().expect("newer schema must be refused");
+        let message = err.to_string();
+        assert!(message.contains(&format!("schema version {}", SCHEMA_VERSION + 1)), "{message}");
+        assert!(message.contains("upgrade iblueprint"), "{message}");
+        assert!(std::fs::read(&path).unwrap() == before, "a refused open must not touch the file");
+    }
+
+    #[test]
+    fn a_file_that_is_not_redb_is_refused_and_left_byte_identical() {
+        let (_dir, path) = temp();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let garbage: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(&path, &garbage).unwrap();
+        let outcome = Store::open(&path);
+        assert!(matches!(outcome, Err(StoreError::NotADataFile { .. })), "{:?}", outcome.err());
+        assert!(std::fs::read(&path).unwrap() == garbage, "a refused file must be left byte-identical");
+    }
+
+    #[test]
+    fn a_redb_file_of_another_program_is_refused() {
+        let (_dir, path) = temp();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(TableDefinition::<u64, u64>::new("something_else")).unwrap().insert(1, 2).unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(Store::open(&path), Err(StoreError::NotADataFile { .. })));
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_with_a_message_that_says_what_to_do() {
+        let (_dir, path) = temp();
+        let _first = Store::open(&path).unwrap();
+        let err = Store::open(&path).err().expect("second writer must be refused");
+        assert!(matches!(err, StoreError::Locked(_)));
+        assert!(err.to_string().contains("stop the server first"));
+    }
+
+    #[test]
+    fn a_missing_file_is_not_created_by_open_existing() {
+        let (_dir, path) = temp();
+        assert!(matches!(Store::open_existing(&path), Err(StoreError::Missing(_))));
+        assert!(!path.exists());
     }
 }
