@@ -43,8 +43,14 @@ pub fn run(command: UsersCommand) -> Result<(), CliError> {
             for user in users {
                 let role = if user.is_admin { "admin" } else { "member" };
                 let status = if user.is_disabled() { "disabled" } else { "active" };
-                writeln!(out, "{:<24} {role:<7} {status:<9} {:<21} {}", user.username.as_str(), user.created_at.to_string(), user.id)
-                    .context("stdout")?;
+                writeln!(
+                    out,
+                    "{:<24} {role:<7} {status:<9} {:<21} {}",
+                    user.username.as_str(),
+                    user.created_at.to_string(),
+                    user.id
+                )
+                .context("stdout")?;
             }
         }
         UsersCommand::Passwd { name, password_stdin, data } => {
@@ -97,7 +103,9 @@ fn open(store: Result<Store, crate::store::StoreError>) -> Result<Service, CliEr
 
 fn user_error(err: ServiceError, name: &str) -> CliError {
     match err {
-        ServiceError::NotFound => CliError::Runtime(anyhow::anyhow!("no user named {name}; `iblueprint users list` shows them")),
+        ServiceError::NotFound => {
+            CliError::Runtime(anyhow::anyhow!("no user named {name}; `iblueprint users list` shows them"))
+        }
         other => service_error(other),
     }
 }

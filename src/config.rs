@@ -79,12 +79,7 @@ pub const SETTINGS: &[Setting] = &[
         default: None,
         help: "Certificate chain file (PEM); set together with tls.key to serve HTTPS.",
     },
-    Setting {
-        key: "tls.key",
-        env: "IBLUEPRINT_TLS_KEY",
-        default: None,
-        help: "Private key file (PEM) for tls.cert.",
-    },
+    Setting { key: "tls.key", env: "IBLUEPRINT_TLS_KEY", default: None, help: "Private key file (PEM) for tls.cert." },
     Setting {
         key: "default_rate_limit.per_hour",
         env: "IBLUEPRINT_DEFAULT_RATE_LIMIT_PER_HOUR",
@@ -204,10 +199,7 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {error}", path.display())]
-    ReadFile {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    ReadFile { path: PathBuf, error: std::io::Error },
 
     #[error("config file {} is not valid TOML: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
@@ -216,11 +208,7 @@ pub enum ConfigError {
     UnknownKey { key: String, path: PathBuf },
 
     #[error("{key} in {}: must be a string or a whole number, not {found}", path.display())]
-    WrongType {
-        key: &'static str,
-        path: PathBuf,
-        found: &'static str,
-    },
+    WrongType { key: &'static str, path: PathBuf, found: &'static str },
 
     #[error("{var}: is not valid UTF-8")]
     NotUnicode { var: &'static str },
@@ -228,11 +216,7 @@ pub enum ConfigError {
     // Values are echoed because no setting is secret. A secret one must not reach here
     // with its value.
     #[error("{origin}: `{}` is not {expected}", shown(value))]
-    Invalid {
-        origin: Origin,
-        value: String,
-        expected: String,
-    },
+    Invalid { origin: Origin, value: String, expected: String },
 
     #[error("{origin}: is empty; expected {expected}")]
     Empty { origin: Origin, expected: String },
@@ -241,18 +225,11 @@ pub enum ConfigError {
         "{missing} is not set but {present} is; HTTPS needs both tls.cert and tls.key \
          (IBLUEPRINT_TLS_CERT and IBLUEPRINT_TLS_KEY), so set {missing} or neither"
     )]
-    TlsIncomplete {
-        missing: &'static str,
-        present: Origin,
-    },
+    TlsIncomplete { missing: &'static str, present: Origin },
 }
 
 fn known_keys() -> String {
-    SETTINGS
-        .iter()
-        .map(|s| s.key)
-        .collect::<Vec<_>>()
-        .join(", ")
+    SETTINGS.iter().map(|s| s.key).collect::<Vec<_>>().join(", ")
 }
 
 /// Keeps an echoed value on one line and readable: control characters (a stray newline
@@ -278,60 +255,34 @@ impl Config {
     /// Builds the configuration from `overrides`, the variables `env` returns and the
     /// config file named in `overrides`. `env` is a parameter so tests need not touch the
     /// process environment, which is shared between test threads.
-    pub fn load(
-        overrides: &Overrides,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(overrides: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let file = match &overrides.config_file {
             Some(path) => read_file(path)?,
             None => BTreeMap::new(),
         };
         let values = Values::resolve(overrides, env, file);
 
-        let listen = values.required(
-            "listen",
-            "an address and port such as 127.0.0.1:8080",
-            parse_addr,
-        )?;
+        let listen = values.required("listen", "an address and port such as 127.0.0.1:8080", parse_addr)?;
         let data = values.required("data", "a file path", |v| Some(PathBuf::from(v)))?;
-        let public_url = values.optional(
-            "public_url",
-            "a URL starting with http:// or https://",
-            parse_url,
-        )?;
-        let flush_interval_ms = values.required(
-            "flush_interval_ms",
-            &whole_number_expected(&FLUSH_INTERVAL_MS),
-            |v| parse_in(v, &FLUSH_INTERVAL_MS),
-        )?;
-        let max_keys_per_user = values.required(
-            "max_keys_per_user",
-            &whole_number_expected(&MAX_KEYS_PER_USER),
-            |v| parse_in(v, &MAX_KEYS_PER_USER).and_then(|n| usize::try_from(n).ok()),
-        )?;
+        let public_url = values.optional("public_url", "a URL starting with http:// or https://", parse_url)?;
+        let flush_interval_ms =
+            values.required("flush_interval_ms", &whole_number_expected(&FLUSH_INTERVAL_MS), |v| {
+                parse_in(v, &FLUSH_INTERVAL_MS)
+            })?;
+        let max_keys_per_user =
+            values.required("max_keys_per_user", &whole_number_expected(&MAX_KEYS_PER_USER), |v| {
+                parse_in(v, &MAX_KEYS_PER_USER).and_then(|n| usize::try_from(n).ok())
+            })?;
         let session_ttl = values.required(
             "session_ttl",
             "a duration from 60s to 30d written as a number and a unit, such as 15m, 12h or 7d",
-            |v| {
-                parse_duration(v)
-                    .ok()
-                    .filter(|s| SESSION_TTL_SECONDS.contains(s))
-            },
+            |v| parse_duration(v).ok().filter(|s| SESSION_TTL_SECONDS.contains(s)),
         )?;
-        let log_format = values.required("log_format", "`pretty` or `json`", |v| {
-            v.parse::<LogFormat>().ok()
-        })?;
+        let log_format = values.required("log_format", "`pretty` or `json`", |v| v.parse::<LogFormat>().ok())?;
         let tls = values.tls()?;
-        let rate_expected = format!(
-            "{} (leave it out for no limit)",
-            whole_number_expected(&RATE_LIMIT)
-        );
-        let per_hour = values.optional("default_rate_limit.per_hour", &rate_expected, |v| {
-            parse_in(v, &RATE_LIMIT)
-        })?;
-        let per_day = values.optional("default_rate_limit.per_day", &rate_expected, |v| {
-            parse_in(v, &RATE_LIMIT)
-        })?;
+        let rate_expected = format!("{} (leave it out for no limit)", whole_number_expected(&RATE_LIMIT));
+        let per_hour = values.optional("default_rate_limit.per_hour", &rate_expected, |v| parse_in(v, &RATE_LIMIT))?;
+        let per_day = values.optional("default_rate_limit.per_day", &rate_expected, |v| parse_in(v, &RATE_LIMIT))?;
         // The range was checked above; this only maps RateLimit's own verdict, should its
         // rules ever become stricter than ours, onto the value the user gave.
         let default_rate_limit = RateLimit::new(per_hour, per_day).map_err(|(field, error)| {
@@ -339,21 +290,11 @@ impl Config {
                 "per_hour" => "default_rate_limit.per_hour",
                 _ => "default_rate_limit.per_day",
             };
-            let (value, origin) = values
-                .raw(key)
-                .cloned()
-                .unwrap_or_else(|| (String::new(), Origin::Default(key)));
-            ConfigError::Invalid {
-                origin,
-                value,
-                expected: error.to_string(),
-            }
+            let (value, origin) = values.raw(key).cloned().unwrap_or_else(|| (String::new(), Origin::Default(key)));
+            ConfigError::Invalid { origin, value, expected: error.to_string() }
         })?;
-        let metrics_listen = values.optional(
-            "metrics.listen",
-            "an address and port such as 127.0.0.1:9090",
-            parse_addr,
-        )?;
+        let metrics_listen =
+            values.optional("metrics.listen", "an address and port such as 127.0.0.1:9090", parse_addr)?;
 
         Ok(Config {
             listen,
@@ -412,24 +353,12 @@ impl Values {
     ) -> Values {
         let mut chosen = BTreeMap::new();
         for setting in SETTINGS {
-            let from_flag =
-                flag(overrides, setting.key).map(|(name, v)| (v.to_owned(), Origin::Flag(name)));
+            let from_flag = flag(overrides, setting.key).map(|(name, v)| (v.to_owned(), Origin::Flag(name)));
             // An empty variable counts as unset, so `IBLUEPRINT_X= iblueprint ...` can
             // switch off an exported value without hiding what the file says.
-            let from_env = || {
-                env(setting.env)
-                    .filter(|v| !v.is_empty())
-                    .map(|v| (v, Origin::Env(setting.env)))
-            };
-            let from_default = || {
-                setting
-                    .default
-                    .map(|v| (v.to_owned(), Origin::Default(setting.key)))
-            };
-            let value = from_flag
-                .or_else(from_env)
-                .or_else(|| file.remove(setting.key))
-                .or_else(from_default);
+            let from_env = || env(setting.env).filter(|v| !v.is_empty()).map(|v| (v, Origin::Env(setting.env)));
+            let from_default = || setting.default.map(|v| (v.to_owned(), Origin::Default(setting.key)));
+            let value = from_flag.or_else(from_env).or_else(|| file.remove(setting.key)).or_else(from_default);
             if let Some(value) = value {
                 chosen.insert(setting.key, value);
             }
@@ -463,20 +392,12 @@ impl Values {
         }
     }
 
-    fn required<T>(
-        &self,
-        key: &str,
-        expected: &str,
-        parse: impl Fn(&str) -> Option<T>,
-    ) -> Result<T, ConfigError> {
+    fn required<T>(&self, key: &str, expected: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, ConfigError> {
         let Some((value, origin)) = self.raw(key) else {
             panic!("setting `{key}` has no default in SETTINGS but is required");
         };
         if value.is_empty() {
-            return Err(ConfigError::Empty {
-                origin: origin.clone(),
-                expected: expected.to_owned(),
-            });
+            return Err(ConfigError::Empty { origin: origin.clone(), expected: expected.to_owned() });
         }
         parse(value).ok_or_else(|| ConfigError::Invalid {
             origin: origin.clone(),
@@ -507,24 +428,16 @@ impl Values {
 /// Reads the config file into dotted keys and raw strings, rejecting keys that are not
 /// settings: a misspelt key silently ignored is a setting silently not applied.
 fn read_file(path: &Path) -> Result<BTreeMap<&'static str, (String, Origin)>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::ReadFile {
-        path: path.to_owned(),
-        error,
-    })?;
-    let table = toml::from_str::<toml::Table>(&text).map_err(|error| ConfigError::Syntax {
-        path: path.to_owned(),
-        message: syntax_message(&text, &error),
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::ReadFile { path: path.to_owned(), error })?;
+    let table = toml::from_str::<toml::Table>(&text)
+        .map_err(|error| ConfigError::Syntax { path: path.to_owned(), message: syntax_message(&text, &error) })?;
     let mut flat = Vec::new();
     flatten("", table, &mut flat);
 
     let mut values = BTreeMap::new();
     for (key, value) in flat {
         let Some(setting) = SETTINGS.iter().find(|s| s.key == key) else {
-            return Err(ConfigError::UnknownKey {
-                key,
-                path: path.to_owned(),
-            });
+            return Err(ConfigError::UnknownKey { key, path: path.to_owned() });
         };
         let raw = match value {
             toml::Value::String(s) => s,
@@ -537,10 +450,7 @@ fn read_file(path: &Path) -> Result<BTreeMap<&'static str, (String, Origin)>, Co
                 });
             }
         };
-        let origin = Origin::File {
-            key: setting.key,
-            path: path.to_owned(),
-        };
+        let origin = Origin::File { key: setting.key, path: path.to_owned() };
         values.insert(setting.key, (raw, origin));
     }
     Ok(values)
@@ -548,11 +458,7 @@ fn read_file(path: &Path) -> Result<BTreeMap<&'static str, (String, Origin)>, Co
 
 fn flatten(prefix: &str, table: toml::Table, out: &mut Vec<(String, toml::Value)>) {
     for (name, value) in table {
-        let key = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}.{name}")
-        };
+        let key = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
         match value {
             toml::Value::Table(inner) => flatten(&key, inner, out),
             other => out.push((key, other)),
@@ -590,9 +496,7 @@ fn parse_addr(value: &str) -> Option<SocketAddr> {
 }
 
 fn parse_url(value: &str) -> Option<String> {
-    let rest = value
-        .strip_prefix("https://")
-        .or_else(|| value.strip_prefix("http://"))?;
+    let rest = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://"))?;
     let url = value.strip_suffix('/').unwrap_or(value);
     let host_missing = rest.is_empty() || rest.starts_with('/');
     if host_missing || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -620,10 +524,7 @@ mod tests {
     use std::io::Write;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 
@@ -632,19 +533,13 @@ mod tests {
     }
 
     fn file_with(text: &str) -> tempfile::NamedTempFile {
-        let mut file = tempfile::Builder::new()
-            .suffix(".toml")
-            .tempfile()
-            .expect("temp file");
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().expect("temp file");
         file.write_all(text.as_bytes()).expect("write temp file");
         file
     }
 
     fn with_file(file: &tempfile::NamedTempFile) -> Overrides {
-        Overrides {
-            config_file: Some(file.path().to_owned()),
-            ..Overrides::default()
-        }
+        Overrides { config_file: Some(file.path().to_owned()), ..Overrides::default() }
     }
 
     fn error_of(result: Result<Config, ConfigError>) -> String {
@@ -674,20 +569,10 @@ mod tests {
         let file = file_with(
             "listen = \"10.0.0.1:1\"\ndata = \"/from/file\"\nlog_format = \"json\"\nflush_interval_ms = 50\n",
         );
-        let env = env_of(&[
-            ("IBLUEPRINT_LISTEN", "10.0.0.2:2"),
-            ("IBLUEPRINT_DATA", "/from/env"),
-        ]);
-        let overrides = Overrides {
-            listen: Some("10.0.0.3:3".into()),
-            ..with_file(&file)
-        };
+        let env = env_of(&[("IBLUEPRINT_LISTEN", "10.0.0.2:2"), ("IBLUEPRINT_DATA", "/from/env")]);
+        let overrides = Overrides { listen: Some("10.0.0.3:3".into()), ..with_file(&file) };
         let config = Config::load(&overrides, &env).unwrap();
-        assert_eq!(
-            config.listen,
-            "10.0.0.3:3".parse().unwrap(),
-            "flag beats env and file"
-        );
+        assert_eq!(config.listen, "10.0.0.3:3".parse().unwrap(), "flag beats env and file");
         assert_eq!(config.data, PathBuf::from("/from/env"), "env beats file");
         assert_eq!(config.log_format, LogFormat::Json, "file beats default");
         assert_eq!(config.flush_interval, Duration::from_millis(50));
@@ -716,18 +601,9 @@ mod tests {
     fn an_unknown_file_key_is_an_error_naming_it_and_the_file() {
         let file = file_with("[tls]\ncrt = \"/c.pem\"\n");
         let message = error_of(Config::load(&with_file(&file), &no_env));
-        assert!(
-            message.starts_with("unknown setting `tls.crt` in "),
-            "{message}"
-        );
-        assert!(
-            message.contains(&file.path().display().to_string()),
-            "{message}"
-        );
-        assert!(
-            message.contains("known settings: listen, data,"),
-            "{message}"
-        );
+        assert!(message.starts_with("unknown setting `tls.crt` in "), "{message}");
+        assert!(message.contains(&file.path().display().to_string()), "{message}");
+        assert!(message.contains("known settings: listen, data,"), "{message}");
         assert!(message.contains("tls.cert"), "{message}");
     }
 
@@ -735,29 +611,17 @@ mod tests {
     fn a_missing_config_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent.toml");
-        let overrides = Overrides {
-            config_file: Some(path.clone()),
-            ..Overrides::default()
-        };
+        let overrides = Overrides { config_file: Some(path.clone()), ..Overrides::default() };
         let message = error_of(Config::load(&overrides, &no_env));
-        assert!(
-            message.starts_with(&format!("cannot read config file {}: ", path.display())),
-            "{message}"
-        );
+        assert!(message.starts_with(&format!("cannot read config file {}: ", path.display())), "{message}");
     }
 
     #[test]
     fn a_toml_syntax_error_names_the_file_line_and_column_on_one_line() {
         let file = file_with("listen = \"127.0.0.1:80\"\ndata = \n");
         let message = error_of(Config::load(&with_file(&file), &no_env));
-        assert!(
-            message.contains(&file.path().display().to_string()),
-            "{message}"
-        );
-        assert!(
-            message.contains("is not valid TOML: line 2, column"),
-            "{message}"
-        );
+        assert!(message.contains(&file.path().display().to_string()), "{message}");
+        assert!(message.contains("is not valid TOML: line 2, column"), "{message}");
         assert!(!message.contains('\n'), "{message}");
     }
 
@@ -765,40 +629,25 @@ mod tests {
     fn a_bad_value_in_env_names_the_env_var() {
         let env = env_of(&[("IBLUEPRINT_FLUSH_INTERVAL_MS", "abc")]);
         let message = error_of(Config::load(&Overrides::default(), &env));
-        assert_eq!(
-            message,
-            "IBLUEPRINT_FLUSH_INTERVAL_MS: `abc` is not a whole number from 10 to 60000"
-        );
+        assert_eq!(message, "IBLUEPRINT_FLUSH_INTERVAL_MS: `abc` is not a whole number from 10 to 60000");
     }
 
     #[test]
     fn a_bad_value_in_the_file_names_the_key_and_the_file() {
         let file = file_with("session_ttl = \"5s\"\n");
         let message = error_of(Config::load(&with_file(&file), &no_env));
-        let expected_start = format!(
-            "session_ttl in {}: `5s` is not a duration",
-            file.path().display()
-        );
+        let expected_start = format!("session_ttl in {}: `5s` is not a duration", file.path().display());
         assert!(message.starts_with(&expected_start), "{message}");
     }
 
     #[test]
     fn a_bad_flag_names_the_flag() {
-        let overrides = Overrides {
-            log_format: Some("yaml".into()),
-            ..Overrides::default()
-        };
+        let overrides = Overrides { log_format: Some("yaml".into()), ..Overrides::default() };
         let message = error_of(Config::load(&overrides, &no_env));
         assert_eq!(message, "--log-format: `yaml` is not `pretty` or `json`");
-        let overrides = Overrides {
-            listen: Some(String::new()),
-            ..Overrides::default()
-        };
+        let overrides = Overrides { listen: Some(String::new()), ..Overrides::default() };
         let message = error_of(Config::load(&overrides, &no_env));
-        assert!(
-            message.starts_with("--listen: is empty; expected an address"),
-            "{message}"
-        );
+        assert!(message.starts_with("--listen: is empty; expected an address"), "{message}");
     }
 
     #[test]
@@ -806,27 +655,18 @@ mod tests {
         let file = file_with("[metrics]\nlisten = true\n");
         let message = error_of(Config::load(&with_file(&file), &no_env));
         assert!(message.starts_with("metrics.listen in "), "{message}");
-        assert!(
-            message.ends_with("must be a string or a whole number, not a boolean"),
-            "{message}"
-        );
+        assert!(message.ends_with("must be a string or a whole number, not a boolean"), "{message}");
     }
 
     #[test]
     fn tls_with_only_a_cert_is_an_error_naming_tls_key() {
         let env = env_of(&[("IBLUEPRINT_TLS_CERT", "/etc/cert.pem")]);
         let message = error_of(Config::load(&Overrides::default(), &env));
-        assert!(
-            message.starts_with("tls.key is not set but IBLUEPRINT_TLS_CERT is"),
-            "{message}"
-        );
+        assert!(message.starts_with("tls.key is not set but IBLUEPRINT_TLS_CERT is"), "{message}");
 
         let file = file_with("[tls]\nkey = \"/k.pem\"\n");
         let message = error_of(Config::load(&with_file(&file), &no_env));
-        assert!(
-            message.starts_with("tls.cert is not set but tls.key in "),
-            "{message}"
-        );
+        assert!(message.starts_with("tls.cert is not set but tls.key in "), "{message}");
     }
 
     #[test]
@@ -862,50 +702,21 @@ mod tests {
             ("IBLUEPRINT_DEFAULT_RATE_LIMIT_PER_DAY", "1000000001"),
             ("IBLUEPRINT_SESSION_TTL", "31d"),
         ] {
-            let message = error_of(Config::load(
-                &Overrides::default(),
-                &env_of(&[(var, value)]),
-            ));
-            assert!(
-                message.starts_with(&format!("{var}: `{value}` is not ")),
-                "{message}"
-            );
+            let message = error_of(Config::load(&Overrides::default(), &env_of(&[(var, value)])));
+            assert!(message.starts_with(&format!("{var}: `{value}` is not ")), "{message}");
         }
         let file = file_with("max_keys_per_user = -1\n");
         let message = error_of(Config::load(&with_file(&file), &no_env));
         assert!(message.contains("max_keys_per_user in "), "{message}");
-        assert!(
-            message.contains("`-1` is not a whole number from 1 to 100000"),
-            "{message}"
-        );
+        assert!(message.contains("`-1` is not a whole number from 1 to 100000"), "{message}");
     }
 
     #[test]
     fn public_url_needs_a_scheme_and_loses_one_trailing_slash() {
-        let load = |url: &str| {
-            Config::load(
-                &Overrides::default(),
-                &env_of(&[("IBLUEPRINT_PUBLIC_URL", url)]),
-            )
-        };
-        assert_eq!(
-            load("https://keys.example.com/")
-                .unwrap()
-                .public_url
-                .as_deref(),
-            Some("https://keys.example.com")
-        );
-        assert_eq!(
-            load("http://10.0.0.1:8080").unwrap().public_url.as_deref(),
-            Some("http://10.0.0.1:8080")
-        );
-        for bad in [
-            "keys.example.com",
-            "ftp://x",
-            "https://",
-            "https:///path",
-            "https://a b",
-        ] {
+        let load = |url: &str| Config::load(&Overrides::default(), &env_of(&[("IBLUEPRINT_PUBLIC_URL", url)]));
+        assert_eq!(load("https://keys.example.com/").unwrap().public_url.as_deref(), Some("https://keys.example.com"));
+        assert_eq!(load("http://10.0.0.1:8080").unwrap().public_url.as_deref(), Some("http://10.0.0.1:8080"));
+        for bad in ["keys.example.com", "ftp://x", "https://", "https:///path", "https://a b"] {
             let message = error_of(load(bad));
             assert!(message.starts_with("IBLUEPRINT_PUBLIC_URL: "), "{message}");
         }
@@ -919,20 +730,14 @@ mod tests {
         assert_eq!(config.metrics_listen, None);
         let file = file_with("data = \"\"\n");
         let message = error_of(Config::load(&with_file(&file), &no_env));
-        assert!(
-            message.contains("is empty; expected a file path"),
-            "{message}"
-        );
+        assert!(message.contains("is empty; expected a file path"), "{message}");
     }
 
     #[test]
     fn echoed_values_stay_on_one_line() {
         let env = env_of(&[("IBLUEPRINT_LISTEN", "0.0.0.0:80\n")]);
         let message = error_of(Config::load(&Overrides::default(), &env));
-        assert!(
-            message.starts_with("IBLUEPRINT_LISTEN: `0.0.0.0:80\\n` is not"),
-            "{message}"
-        );
+        assert!(message.starts_with("IBLUEPRINT_LISTEN: `0.0.0.0:80\\n` is not"), "{message}");
     }
 
     #[test]
@@ -940,20 +745,14 @@ mod tests {
         assert_eq!("pretty".parse::<LogFormat>(), Ok(LogFormat::Pretty));
         assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
         let error = "JSON".parse::<LogFormat>().unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "`JSON` is not a log format; expected `pretty` or `json`"
-        );
+        assert_eq!(error.to_string(), "`JSON` is not a log format; expected `pretty` or `json`");
         assert_eq!(LogFormat::Json.to_string(), "json");
     }
 
     #[test]
     fn every_env_variable_is_the_key_in_capitals_with_underscores() {
         for setting in SETTINGS {
-            let derived = format!(
-                "IBLUEPRINT_{}",
-                setting.key.to_uppercase().replace('.', "_")
-            );
+            let derived = format!("IBLUEPRINT_{}", setting.key.to_uppercase().replace('.', "_"));
             assert_eq!(setting.env, derived);
         }
     }
@@ -961,10 +760,7 @@ mod tests {
     #[test]
     fn every_default_is_itself_a_valid_value() {
         // Feeding each default back in through the environment must give the defaults.
-        let pairs: Vec<(&str, &str)> = SETTINGS
-            .iter()
-            .filter_map(|s| s.default.map(|d| (s.env, d)))
-            .collect();
+        let pairs: Vec<(&str, &str)> = SETTINGS.iter().filter_map(|s| s.default.map(|d| (s.env, d))).collect();
         let from_env = Config::load(&Overrides::default(), &env_of(&pairs)).unwrap();
         let plain = Config::load(&Overrides::default(), &no_env).unwrap();
         assert_eq!(format!("{from_env:?}"), format!("{plain:?}"));
@@ -975,9 +771,9 @@ mod tests {
         let is_setting_line = |s: &str| {
             let s = s.trim();
             let header = s.starts_with('[') && s.ends_with(']');
-            let assignment = s.split_once(" = ").is_some_and(|(k, _)| {
-                !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            });
+            let assignment = s
+                .split_once(" = ")
+                .is_some_and(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             header || assignment
         };
         sample
@@ -996,20 +792,13 @@ mod tests {
         let sample = std::fs::read_to_string(&path).expect("config/iblueprint.toml is readable");
 
         // As shipped, it loads and changes nothing.
-        let overrides = Overrides {
-            config_file: Some(path.clone()),
-            ..Overrides::default()
-        };
+        let overrides = Overrides { config_file: Some(path.clone()), ..Overrides::default() };
         let shipped = Config::load(&overrides, &no_env).unwrap();
         let defaults = Config::load(&Overrides::default(), &no_env).unwrap();
         assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
 
         for setting in SETTINGS {
-            assert!(
-                sample.contains(setting.help),
-                "the sample lacks the help line for {}",
-                setting.key
-            );
+            assert!(sample.contains(setting.help), "the sample lacks the help line for {}", setting.key);
         }
 
         // With everything switched on it names exactly the known settings, shows each
@@ -1029,10 +818,7 @@ mod tests {
                     toml::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                assert_eq!(
-                    shown, default,
-                    "the sample shows a different default for {key}"
-                );
+                assert_eq!(shown, default, "the sample shows a different default for {key}");
             }
         }
         let file = file_with(&full);

@@ -96,8 +96,11 @@ impl Limiter {
         // first win, so concurrent first uses still share one bucket.
         let saved = self.store.read()?.buckets(&key.limit_id)?.unwrap_or_default();
         let mut shard = self.buckets.shard(&key.limit_id);
-        let entry =
-            shard.entry(key.limit_id.clone()).or_insert(BucketEntry { buckets: saved, dirty: false, touched_ms: now_ms });
+        let entry = shard.entry(key.limit_id.clone()).or_insert(BucketEntry {
+            buckets: saved,
+            dirty: false,
+            touched_ms: now_ms,
+        });
         Ok(take(entry, key, now_ms))
     }
 
@@ -168,17 +171,13 @@ impl Limiter {
     pub fn start_flusher(self: &Arc<Self>, interval: Duration) -> std::io::Result<Flusher> {
         let (stop, stopped) = mpsc::channel::<()>();
         let limiter = Arc::clone(self);
-        let thread = std::thread::Builder::new()
-            .name("iblueprint-flush".into())
-            .spawn(move || {
-                loop {
-                    match stopped.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => limiter.flush_and_log(),
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
+        let thread = std::thread::Builder::new().name("iblueprint-flush".into()).spawn(move || {
+            // A message or a dropped sender both mean stop; either way flush once more.
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
                 limiter.flush_and_log();
-            })?;
+            }
+            limiter.flush_and_log();
+        })?;
         Ok(Flusher { stop: Some(stop), thread: Some(thread) })
     }
 
@@ -252,8 +251,19 @@ mod tests {
             disabled_at: None,
         };
         let token = Token::generate(&mut getrandom::SysRng).unwrap();
-        let spec = KeySpec { name: KeyName::parse("k").unwrap(), expires_at: None, rate_limit: limit, scopes: Scopes::default() };
-        let mut key = Key::new(KeyId::generate(&mut getrandom::SysRng).unwrap(), user.id.clone(), &token, spec, Timestamp::from_unix(0));
+        let spec = KeySpec {
+            name: KeyName::parse("k").unwrap(),
+            expires_at: None,
+            rate_limit: limit,
+            scopes: Scopes::default(),
+        };
+        let mut key = Key::new(
+            KeyId::generate(&mut getrandom::SysRng).unwrap(),
+            user.id.clone(),
+            &token,
+            spec,
+            Timestamp::from_unix(0),
+        );
         store
             .write(|tx| {
                 tx.put_user(&user)?;

@@ -29,15 +29,15 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
 
     let store = Store::open(&config.data).map_err(|e| CliError::Runtime(e.into()))?;
     let users = store.read().and_then(|r| r.user_count()).map_err(|e| CliError::Runtime(e.into()))?;
-    let settings = ServiceSettings {
-        max_keys_per_user: config.max_keys_per_user,
-        default_rate_limit: config.default_rate_limit,
-    };
+    let settings =
+        ServiceSettings { max_keys_per_user: config.max_keys_per_user, default_rate_limit: config.default_rate_limit };
     let service = Arc::new(Service::new(store, settings));
     let flusher = service.limiter().start_flusher(config.flush_interval).context("starting the flush thread")?;
     tracing::info!(data = %config.data.display(), users, "data file open");
     if users == 0 {
-        tracing::warn!("no users yet: stop the server and run `iblueprint users add NAME --admin` to create the first one");
+        tracing::warn!(
+            "no users yet: stop the server and run `iblueprint users add NAME --admin` to create the first one"
+        );
     }
 
     let options = ServerOptions { listen: config.listen, workers: None };

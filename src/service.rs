@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use getrandom::SysRng;
 
+use crate::domain::ratelimit::Decision;
 use crate::domain::{
     Action, Actor, AuditEvent, Denial, Key, KeyChangeError, KeyId, KeyName, KeySpec, KeyStatus, RateLimit, Scopes,
     Timestamp, Token, User, UserId, Username,
 };
-use crate::domain::ratelimit::Decision;
 use crate::limiter::Limiter;
 use crate::password;
 use crate::store::{Reads, Store, StoreError, WriteTxn};
@@ -60,7 +60,7 @@ pub enum VerifyError {
     Denied { key_id: KeyId, denial: Denial },
     /// A bucket is empty; nothing was taken from any bucket.
     #[error("key {key_id} is rate limited")]
-    RateLimited { key_id: KeyId, decision: Decision },
+    RateLimited { key_id: KeyId, decision: Box<Decision> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -147,7 +147,7 @@ impl Service {
             .map_err(|denial| VerifyError::Denied { key_id: key.id.clone(), denial })?;
         let rate = if key.rate_limit.is_unlimited() { None } else { Some(self.limiter.check(&key, now_ms)?) };
         if let Some(decision) = rate.filter(|d| !d.allowed) {
-            return Err(VerifyError::RateLimited { key_id: key.id, decision });
+            return Err(VerifyError::RateLimited { key_id: key.id, decision: Box::new(decision) });
         }
         self.limiter.record_use(&key.id, now_ms);
         Ok(Principal { user, key, rate })
@@ -317,7 +317,14 @@ impl Service {
     ) -> Result<User, ServiceError> {
         let username = Username::parse(username).map_err(|e| ServiceError::invalid("username", e))?;
         let password_hash = hash_password(password)?;
-        let user = User { id: UserId::generate(&mut SysRng)?, username, password_hash, is_admin, created_at: now, disabled_at: None };
+        let user = User {
+            id: UserId::generate(&mut SysRng)?,
+            username,
+            password_hash,
+            is_admin,
+            created_at: now,
+            disabled_at: None,
+        };
         self.store.write(|tx| {
             if tx.user_by_name(&user.username)?.is_some() {
                 return Err(ServiceError::Conflict(format!("a user named {} already exists", user.username)));
@@ -329,14 +336,26 @@ impl Service {
         Ok(user)
     }
 
-    pub fn set_password(&self, username: &str, password: &str, actor: Actor, now: Timestamp) -> Result<User, ServiceError> {
+    pub fn set_password(
+        &self,
+        username: &str,
+        password: &str,
+        actor: Actor,
+        now: Timestamp,
+    ) -> Result<User, ServiceError> {
         let password_hash = hash_password(password)?;
         self.change_user(username, actor, Action::PasswordChanged, now, |user| user.password_hash = password_hash)
     }
 
     /// Disabling stops every key and session of the user at once: verification checks the
     /// owner on each request.
-    pub fn set_disabled(&self, username: &str, disabled: bool, actor: Actor, now: Timestamp) -> Result<User, ServiceError> {
+    pub fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        actor: Actor,
+        now: Timestamp,
+    ) -> Result<User, ServiceError> {
         let action = if disabled { Action::UserDisabled } else { Action::UserEnabled };
         self.change_user(username, actor, action, now, |user| {
             user.disabled_at = if disabled { Some(user.disabled_at.unwrap_or(now)) } else { None };

@@ -43,9 +43,9 @@ impl Timestamp {
     /// Milliseconds since the epoch, from the wall clock. Only the shell calls this: rate
     /// limits need sub-second precision and must survive restarts, so not a monotonic clock.
     pub fn now_millis() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| {
-            u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-        })
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Parses an RFC 3339 date-time with any offset, e.g. `2027-01-31T12:00:00Z`.
@@ -66,11 +66,7 @@ impl fmt::Display for Timestamp {
             Ok(at) => {
                 let (year, month, day) = at.to_calendar_date();
                 let (hour, minute, second) = at.to_hms();
-                write!(
-                    f,
-                    "{year:04}-{:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z",
-                    u8::from(month)
-                )
+                write!(f, "{year:04}-{:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z", u8::from(month))
             }
             Err(_) => write!(f, "@{}", self.0),
         }

@@ -16,9 +16,7 @@ public_id!(
 pub const MAX_USERNAME_LEN: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "a username must be 1–64 characters of a-z, 0-9, '.', '_', '-' or '@', starting with a letter or digit"
-)]
+#[error("a username must be 1–64 characters of a-z, 0-9, '.', '_', '-' or '@', starting with a letter or digit")]
 pub struct UsernameError;
 
 /// A login name. Lower case only, so `Alice` and `alice` can never be two people.

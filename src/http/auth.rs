@@ -87,7 +87,7 @@ pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, A
                 VerifyError::RateLimited { key_id, decision } => {
                     let mut extensions = req.extensions_mut();
                     extensions.insert(PresentedKeyId(key_id.clone()));
-                    extensions.insert(RateState(*decision));
+                    extensions.insert(RateState(**decision));
                 }
                 VerifyError::Invalid | VerifyError::Store(_) => {}
             }

@@ -59,7 +59,11 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = err.path().to_string();
         let message = redact(&err.inner().to_string());
         // `.` is the path of the whole body; anything else names the field at fault.
-        if path == "." { ApiError::invalid(format!("request body: {message}")) } else { ApiError::invalid(format!("{path}: {message}")) }
+        if path == "." {
+            ApiError::invalid(format!("request body: {message}"))
+        } else {
+            ApiError::invalid(format!("{path}: {message}"))
+        }
     })?;
     json.end().map_err(|err| ApiError::invalid(format!("request body: {err}")))?;
     Ok(value)

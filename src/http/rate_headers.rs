@@ -20,7 +20,10 @@ use crate::domain::ratelimit::Decision;
 static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static STATE: HeaderName = HeaderName::from_static("ratelimit");
 
-pub async fn add(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn add(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let mut response = next.call(req).await?;
     let state = response.request().extensions().get::<RateState>().copied();
     if let Some(RateState(decision)) = state {

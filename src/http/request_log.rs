@@ -11,7 +11,10 @@ use actix_web::{Error, HttpMessage};
 
 use super::auth::PresentedKeyId;
 
-pub async fn log(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let method = req.method().clone();
     let response = next.call(req).await?;

@@ -100,13 +100,7 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
+from_redb!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, redb::SetDurabilityError);
 
 pub struct Store {
     db: Database,
@@ -119,8 +113,7 @@ impl Store {
     /// we refuse (not ours, newer schema) is left exactly as it was.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
         }
         if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             vet_read_only(path)?;
@@ -232,9 +225,7 @@ fn migrate(_tx: &mut WriteTxn, from: u64) -> Result<(), StoreError> {
 
 fn open_error(path: &Path, err: DatabaseError) -> StoreError {
     match err {
-        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-            StoreError::Locked(path.to_owned())
-        }
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => StoreError::Locked(path.to_owned()),
         DatabaseError::Storage(redb::StorageError::Io(source)) if source.kind() == std::io::ErrorKind::InvalidData => {
             StoreError::NotADataFile { path: path.to_owned(), reason: source.to_string() }
         }
@@ -311,7 +302,9 @@ pub trait Reads {
         // let one key stand in for another.
         match self.key(&id)? {
             Some(key) if blake3::Hash::from(key.hash.0) == blake3::Hash::from(hash.0) => Ok(Some(key)),
-            Some(_) => Err(StoreError::Corrupt { table: "key_hashes", reason: format!("index entry for {id} disagrees") }),
+            Some(_) => {
+                Err(StoreError::Corrupt { table: "key_hashes", reason: format!("index entry for {id} disagrees") })
+            }
             None => Err(StoreError::Corrupt { table: "key_hashes", reason: format!("dangling index entry for {id}") }),
         }
     }

@@ -112,10 +112,8 @@ pub async fn create(
         service.create_key(&principal.user.id, spec, Some(&principal.key.scopes), principal.actor(), now)
     })
     .await??;
-    Ok(secret_response(StatusCode::CREATED).json(Created {
-        key: KeyView::new(&created.key, now),
-        secret: created.token.expose_secret().to_owned(),
-    }))
+    Ok(secret_response(StatusCode::CREATED)
+        .json(Created { key: KeyView::new(&created.key, now), secret: created.token.expose_secret().to_owned() }))
 }
 
 pub async fn show(
@@ -134,7 +132,12 @@ pub async fn update(
     Json(body): Json<UpdateKey>,
 ) -> Result<HttpResponse, ApiError> {
     let patch = KeyPatch {
-        name: body.name.as_deref().map(KeyName::parse).transpose().map_err(|e| ApiError::invalid(format!("name: {e}")))?,
+        name: body
+            .name
+            .as_deref()
+            .map(KeyName::parse)
+            .transpose()
+            .map_err(|e| ApiError::invalid(format!("name: {e}")))?,
         rate_limit: body.rate_limit.map(rate_limit).transpose()?,
     };
     let now = Timestamp::now();
@@ -163,10 +166,9 @@ pub async fn rotate(
 ) -> Result<HttpResponse, ApiError> {
     let now = Timestamp::now();
     let principal = auth.principal;
-    let (NewKey { key, token }, previous) = web::block(move || {
-        service.rotate_key(&principal.user.id, &id, body.grace_seconds, principal.actor(), now)
-    })
-    .await??;
+    let (NewKey { key, token }, previous) =
+        web::block(move || service.rotate_key(&principal.user.id, &id, body.grace_seconds, principal.actor(), now))
+            .await??;
     Ok(secret_response(StatusCode::CREATED).json(Rotated {
         key: KeyView::new(&key, now),
         secret: token.expose_secret().to_owned(),

@@ -20,7 +20,8 @@ struct Me {
 
 pub async fn me(auth: Authenticated<AnyScope>) -> HttpResponse {
     let principal = auth.principal;
-    HttpResponse::Ok().json(Me { user: UserView::from(&principal.user), key: KeyView::new(&principal.key, Timestamp::now()) })
+    HttpResponse::Ok()
+        .json(Me { user: UserView::from(&principal.user), key: KeyView::new(&principal.key, Timestamp::now()) })
 }
 
 /// Any method. `?scope=a&scope=b` names scopes the key must hold. On success: 200, an empty
