@@ -38,12 +38,7 @@ fn stderr_of(out: &Output) -> String {
 #[track_caller]
 fn assert_fails(out: &Output, code: i32, mentions: &[&str]) -> String {
     let stderr = stderr_of(out);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}; stdout: {:?}; stderr: {stderr:?}",
-        stdout_of(out)
-    );
+    assert_eq!(out.status.code(), Some(code), "expected exit {code}; stdout: {:?}; stderr: {stderr:?}", stdout_of(out));
     assert_one_error_line(&stderr, mentions)
 }
 
@@ -123,12 +118,8 @@ fn cli(dir: &TestDir, args: &[&str], stdin: &str) -> Output {
         }
     }
     command.env("IBLUEPRINT_DATA", dir.data());
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn iblueprint");
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn iblueprint");
     let mut input = child.stdin.take().expect("stdin");
     match input.write_all(stdin.as_bytes()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
@@ -464,8 +455,21 @@ fn issue_key_prints_exactly_one_working_token_with_its_limit_and_expiry() {
     let dir = TestDir::new();
     dir.add_user("alice");
     let before = OffsetDateTime::now_utc().unix_timestamp();
-    let out = cli(&dir, 
-        &["users", "issue-key", "alice", "--name", "k", "--scope", "keys:read", "--per-hour", "10", "--expires-in", "7d"],
+    let out = cli(
+        &dir,
+        &[
+            "users",
+            "issue-key",
+            "alice",
+            "--name",
+            "k",
+            "--scope",
+            "keys:read",
+            "--per-hour",
+            "10",
+            "--expires-in",
+            "7d",
+        ],
         "",
     );
     let after = OffsetDateTime::now_utc().unix_timestamp();
@@ -758,7 +762,8 @@ fn the_listen_flag_beats_listen_in_the_config_file() {
     let data = dir.dir.path().join("from-file.redb");
     // An address no local socket can bind: if the file won, serve would fail to start.
     let config = config_file(dir.dir.path(), &format!("listen = \"192.0.2.1:9\"\ndata = {}\n", toml_path(&data)));
-    let command = command_in(dir.dir.path(), &["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let command =
+        command_in(dir.dir.path(), &["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     let served = Served::start(command, dir.dir.path().join("serve.log"));
     let (ip, port) = served.addr.rsplit_once(':').expect("IP:PORT");
     assert_eq!(ip, "127.0.0.1", "{}", served.addr);
@@ -773,7 +778,8 @@ fn data_from_the_config_file_is_used_when_no_flag_or_variable_sets_it() {
     let dir = TestDir::new();
     let data = dir.dir.path().join("nested").join("from-file.redb");
     let config = config_file(dir.dir.path(), &format!("data = {}\n", toml_path(&data)));
-    let command = command_in(dir.dir.path(), &["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let command =
+        command_in(dir.dir.path(), &["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     let served = Served::start(command, dir.dir.path().join("serve.log"));
     assert!(data.exists(), "the data file from the config file was not created at {}", data.display());
     assert!(!dir.dir.path().join("data").exists(), "the default ./data was used instead of the config file's");
@@ -802,10 +808,8 @@ fn the_data_flag_beats_iblueprint_data_for_serve() {
     let dir = TestDir::new();
     let from_env = dir.dir.path().join("from-env.redb");
     let from_flag = dir.dir.path().join("from-flag.redb");
-    let mut command = command_in(
-        dir.dir.path(),
-        &["serve", "--listen", "127.0.0.1:0", "--data", from_flag.to_str().unwrap()],
-    );
+    let mut command =
+        command_in(dir.dir.path(), &["serve", "--listen", "127.0.0.1:0", "--data", from_flag.to_str().unwrap()]);
     command.env("IBLUEPRINT_DATA", &from_env);
     let served = Served::start(command, dir.dir.path().join("serve.log"));
     assert!(from_flag.exists(), "--data was not used");

@@ -25,7 +25,13 @@ struct Created {
 
 /// Everything acknowledged so far must be visible on `server`.
 #[track_caller]
-fn assert_every_acknowledged_change_is_there(server: &TestServer, root_key: &str, root_id: &str, created: &[Created], round: usize) {
+fn assert_every_acknowledged_change_is_there(
+    server: &TestServer,
+    root_key: &str,
+    root_id: &str,
+    created: &[Created],
+    round: usize,
+) {
     for key in created {
         let response = server.get("/v1/me", Some(&key.secret));
         if key.revoked {
@@ -57,7 +63,10 @@ fn assert_every_acknowledged_change_is_there(server: &TestServer, root_key: &str
     let mut expected: BTreeSet<&str> = created.iter().map(|k| k.id.as_str()).collect();
     expected.insert(root_id);
     assert_eq!(keys.len(), listed.len(), "round {round}: a key is listed twice: {keys:?}");
-    assert_eq!(listed, expected, "round {round}: GET /v1/keys must list exactly the root key and the keys created so far");
+    assert_eq!(
+        listed, expected,
+        "round {round}: GET /v1/keys must list exactly the root key and the keys created so far"
+    );
     for key in keys {
         let id = key["id"].as_str().unwrap();
         let revoked = created.iter().any(|c| c.id == id && c.revoked);

@@ -54,18 +54,22 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde happily reads a struct from an array in field order (`["name", …]`); only an
+    // object is a valid body here. Other non-objects fail in serde with a precise position.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::invalid("the request body must be a JSON object"));
+    }
     let mut json = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut json).map_err(|err| {
         let path = err.path().to_string();
-        let message = redact(&err.inner().to_string());
-        // `.` is the path of the whole body; anything else names the field at fault.
-        if path == "." {
-            ApiError::invalid(format!("request body: {message}"))
-        } else {
-            ApiError::invalid(format!("{path}: {message}"))
-        }
+        let message = err.inner().to_string();
+        // `.` and `?` are serde_path_to_error's names for "no particular field".
+        let detail =
+            if path == "." || path == "?" { format!("request body: {message}") } else { format!("{path}: {message}") };
+        // Both the path and the message may quote the body (a field name, a value).
+        ApiError::invalid(redact(&detail))
     })?;
-    json.end().map_err(|err| ApiError::invalid(format!("request body: {err}")))?;
+    json.end().map_err(|err| ApiError::invalid(format!("request body: {}", redact(&err.to_string()))))?;
     Ok(value)
 }
 

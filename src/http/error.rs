@@ -36,8 +36,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("no such resource")]
     NotFound,
-    #[error("this method is not allowed here")]
-    MethodNotAllowed,
+    /// Carries the methods the resource does allow, for the `Allow` header.
+    #[error("this method is not allowed here; allowed: {0}")]
+    MethodNotAllowed(&'static str),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -68,7 +69,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::KeyLimitReached(_) => "key_limit_reached",
             ApiError::Unexpected(_) => "internal_error",
@@ -87,7 +88,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "Invalid request",
             ApiError::PayloadTooLarge(_) => "Request body too large",
             ApiError::NotFound => "Not found",
-            ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::Conflict(_) => "Conflict",
             ApiError::KeyLimitReached(_) => "Key limit reached",
             ApiError::Unexpected(_) => "Internal server error",
@@ -127,7 +128,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::KeyLimitReached(_) => StatusCode::CONFLICT,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -151,6 +152,9 @@ impl ResponseError for ApiError {
         response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         if let Some(value) = self.www_authenticate() {
             response.insert_header((header::WWW_AUTHENTICATE, value));
+        }
+        if let ApiError::MethodNotAllowed(allowed) = self {
+            response.insert_header((header::ALLOW, *allowed));
         }
         if let ApiError::RateLimited(seconds) = self {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));

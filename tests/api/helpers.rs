@@ -84,7 +84,10 @@ impl TestDir {
             let n = stdout.read_line(&mut line).expect("read server stdout");
             if n == 0 {
                 let _ = child.wait();
-                panic!("server exited before listening; log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+                panic!(
+                    "server exited before listening; log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
             }
             if let Some(addr) = line.trim().strip_prefix("iblueprint listening on ") {
                 break addr.to_owned();
@@ -101,12 +104,8 @@ pub fn run_cli(args: &[&str], data: Option<&Path>, stdin: &str) -> Output {
     if let Some(data) = data {
         command.env("IBLUEPRINT_DATA", data);
     }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn iblueprint");
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn iblueprint");
     // The command may exit (refusing its arguments) before reading stdin: a broken pipe
     // here is not the test's concern, the exit status and output are.
     let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());

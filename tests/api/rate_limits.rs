@@ -94,7 +94,11 @@ fn a_refused_request_does_not_spend_the_day_bucket() {
     }
     // Raising the hourly limit keeps the hour level (0) but lets the day bucket decide.
     let id = key["id"].as_str().unwrap();
-    let patched = f.server.patch(&format!("/v1/keys/{id}"), Some(&f.root_key), &json!({"rate_limit": {"per_hour": 1000, "per_day": 10}}));
+    let patched = f.server.patch(
+        &format!("/v1/keys/{id}"),
+        Some(&f.root_key),
+        &json!({"rate_limit": {"per_hour": 1000, "per_day": 10}}),
+    );
     assert_eq!(patched.status(), 200);
     let refused = f.server.get("/v1/me", Some(&secret));
     assert_eq!(refused.status(), 429, "raising a limit must not refill the bucket");
@@ -119,7 +123,11 @@ fn rotation_does_not_reset_the_budget() {
         assert_eq!(f.server.get("/v1/me", Some(&secret)).status(), 200);
     }
     let id = key["id"].as_str().unwrap();
-    let rotated: Value = f.server.post(&format!("/v1/keys/{id}/rotate"), Some(&f.root_key), &json!({"grace_seconds": 600})).json().unwrap();
+    let rotated: Value = f
+        .server
+        .post(&format!("/v1/keys/{id}/rotate"), Some(&f.root_key), &json!({"grace_seconds": 600}))
+        .json()
+        .unwrap();
     let new_secret = rotated["secret"].as_str().unwrap();
     let response = f.server.get("/v1/me", Some(new_secret));
     assert!(header(&response, "ratelimit").starts_with("\"hour\";r=1;"), "{}", header(&response, "ratelimit"));

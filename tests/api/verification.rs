@@ -49,7 +49,8 @@ fn malformed_bad_checksum_and_unknown_keys_all_get_401_invalid_key() {
         assert!(!body.to_string().contains(key.as_str()), "the error echoed the presented key");
     }
     // A header that is not a bearer credential is an invalid key, not a missing one.
-    let response = f.server.send(f.server.client.get(f.server.url("/v1/me")).header("Authorization", "Basic YTpi"), None);
+    let response =
+        f.server.send(f.server.client.get(f.server.url("/v1/me")).header("Authorization", "Basic YTpi"), None);
     assert_problem(response, 401, "invalid_key");
 }
 
@@ -144,7 +145,11 @@ fn forward_auth_passes_identity_headers_and_checks_query_scopes() {
         assert_eq!(headers["x-iblueprint-scopes"], "billing:read keys:read");
     }
     assert_eq!(f.server.get("/v1/auth?scope=billing:read&scope=keys:read", Some(&secret)).status(), 200);
-    assert_problem(f.server.get("/v1/auth?scope=billing:read&scope=billing:write", Some(&secret)), 403, "insufficient_scope");
+    assert_problem(
+        f.server.get("/v1/auth?scope=billing:read&scope=billing:write", Some(&secret)),
+        403,
+        "insufficient_scope",
+    );
     assert_problem(f.server.get("/v1/auth?scope=Not%20A%20Scope", Some(&secret)), 400, "invalid_request");
     assert_problem(f.server.get("/v1/auth", None), 401, "missing_key");
 }

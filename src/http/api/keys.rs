@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::views::{KeyView, RateLimitView, present};
+use crate::domain::token::redact;
 use crate::domain::{KeyName, KeySpec, RateLimit, Scopes, Timestamp};
 use crate::http::auth::{Authenticated, KeysRead, KeysWrite};
 use crate::http::body::{Json, OptionalJson};
@@ -75,7 +76,7 @@ pub async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let query: ListQuery = serde_urlencoded::from_str(req.query_string())
-        .map_err(|err| ApiError::invalid(format!("query string: {err}")))?;
+        .map_err(|err| ApiError::invalid(format!("query string: {}", redact(&err.to_string()))))?;
     let limit = match query.limit.as_deref() {
         None => DEFAULT_PAGE,
         Some(raw) => raw
@@ -166,9 +167,17 @@ pub async fn rotate(
 ) -> Result<HttpResponse, ApiError> {
     let now = Timestamp::now();
     let principal = auth.principal;
-    let (NewKey { key, token }, previous) =
-        web::block(move || service.rotate_key(&principal.user.id, &id, body.grace_seconds, principal.actor(), now))
-            .await??;
+    let (NewKey { key, token }, previous) = web::block(move || {
+        service.rotate_key(
+            &principal.user.id,
+            &id,
+            body.grace_seconds,
+            Some(&principal.key.scopes),
+            principal.actor(),
+            now,
+        )
+    })
+    .await??;
     Ok(secret_response(StatusCode::CREATED).json(Rotated {
         key: KeyView::new(&key, now),
         secret: token.expose_secret().to_owned(),

@@ -4,6 +4,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::views::{KeyView, UserView};
+use crate::domain::token::redact;
 use crate::domain::{Scope, Timestamp};
 use crate::http::auth::{AnyScope, Authenticated, authenticate};
 use crate::http::error::ApiError;
@@ -28,10 +29,10 @@ pub async fn me(auth: Authenticated<AnyScope>) -> HttpResponse {
 /// body, and the key id, username and scopes as headers for the proxy to pass upstream.
 pub async fn forward_auth(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-        .map_err(|err| ApiError::invalid(format!("query string: {err}")))?;
+        .map_err(|err| ApiError::invalid(format!("query string: {}", redact(&err.to_string()))))?;
     let mut required = Vec::new();
-    for (name, value) in pairs.iter().filter(|(name, _)| name == "scope") {
-        let scope = Scope::parse(value).map_err(|e| ApiError::invalid(format!("{name}: {e}")))?;
+    for (_, value) in pairs.iter().filter(|(name, _)| name == "scope") {
+        let scope = Scope::parse(value).map_err(|e| ApiError::invalid(format!("scope: {e}")))?;
         required.push(scope);
     }
     let required: Vec<&str> = required.iter().map(Scope::as_str).collect();

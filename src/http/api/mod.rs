@@ -17,27 +17,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/v1")
             // API responses describe keys; nothing here is for a shared cache.
             .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
-            .service(resource("/health", "health").route(web::get().to(me::health)))
-            .service(resource("/me", "me").route(web::get().to(me::me)))
-            .service(resource("/auth", "auth").route(web::route().to(me::forward_auth)))
-            .service(resource("/keys", "keys").route(web::get().to(keys::list)).route(web::post().to(keys::create)))
+            .service(resource("/health", "health", "GET").route(web::get().to(me::health)))
+            .service(resource("/me", "me", "GET").route(web::get().to(me::me)))
+            .service(web::resource("/auth").name("auth").route(web::route().to(me::forward_auth)))
             .service(
-                resource("/keys/{id}", "key").route(web::get().to(keys::show)).route(web::patch().to(keys::update)),
+                resource("/keys", "keys", "GET, POST")
+                    .route(web::get().to(keys::list))
+                    .route(web::post().to(keys::create)),
             )
-            .service(resource("/keys/{id}/revoke", "key_revoke").route(web::post().to(keys::revoke)))
-            .service(resource("/keys/{id}/rotate", "key_rotate").route(web::post().to(keys::rotate)))
+            .service(
+                resource("/keys/{id}", "key", "GET, PATCH")
+                    .route(web::get().to(keys::show))
+                    .route(web::patch().to(keys::update)),
+            )
+            .service(resource("/keys/{id}/revoke", "key_revoke", "POST").route(web::post().to(keys::revoke)))
+            .service(resource("/keys/{id}/rotate", "key_rotate", "POST").route(web::post().to(keys::rotate)))
             .default_service(web::to(not_found)),
     );
 }
 
-fn resource(path: &str, name: &str) -> actix_web::Resource {
-    web::resource(path).name(name).default_service(web::to(method_not_allowed))
+/// A named resource whose other methods answer 405 with an `Allow` header.
+fn resource(path: &str, name: &str, allowed: &'static str) -> actix_web::Resource {
+    web::resource(path).name(name).default_service(web::to(move || method_not_allowed(allowed)))
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+async fn method_not_allowed(allowed: &'static str) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed(allowed))
 }

@@ -1,0 +1,152 @@
+//! The use cases: verify a key, and create, list, change, rotate and revoke keys and users.
+//!
+//! Both front ends call this: the HTTP layer for the API and the settings page, and the
+//! offline `iblueprint users …` commands. It owns the policy that spans several records:
+//! ownership (another user's key is "not found"), scope ceilings on keys made by keys, the
+//! per-user key limit, and writing the audit event in the same transaction as the change.
+//! It does not read the clock: every call takes `now`.
+
+use std::sync::Arc;
+
+use crate::domain::ratelimit::Decision;
+use crate::domain::{Actor, Denial, Key, KeyId, KeyName, RateLimit, Timestamp, Token, User};
+use crate::limiter::Limiter;
+use crate::store::{Reads, Store, StoreError};
+
+mod keys;
+mod users;
+
+pub const MAX_PAGE: usize = 200;
+pub const DEFAULT_PAGE: usize = 50;
+
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub max_keys_per_user: usize,
+    /// Applied to keys created without an explicit `rate_limit`.
+    pub default_rate_limit: RateLimit,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings { max_keys_per_user: 1000, default_rate_limit: RateLimit::UNLIMITED }
+    }
+}
+
+/// A verified caller: the key that was presented, the user who owns it, and where the
+/// key's rate limits stand after this request (`None` for a key without limits).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub key: Key,
+    pub rate: Option<Decision>,
+}
+
+impl Principal {
+    pub fn actor(&self) -> Actor {
+        Actor::Key { user_id: self.user.id.clone(), key_id: self.key.id.clone() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Malformed, bad checksum, or unknown: deliberately indistinguishable to the caller.
+    #[error("invalid key")]
+    Invalid,
+    /// A known key that may not be used now; the id is public and goes to the request log.
+    #[error("key {key_id} refused: {denial:?}")]
+    Denied { key_id: KeyId, denial: Denial },
+    /// A bucket is empty; nothing was taken from any bucket.
+    #[error("key {key_id} is rate limited")]
+    RateLimited { key_id: KeyId, decision: Box<Decision> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("not found")]
+    NotFound,
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("this user already has {0} active keys, the most allowed; revoke one first")]
+    KeyLimitReached(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the operating system's random number generator failed: {0}")]
+    Random(#[from] getrandom::Error),
+    #[error("{0}")]
+    Password(String),
+}
+
+impl ServiceError {
+    pub fn invalid(field: &'static str, message: impl ToString) -> Self {
+        ServiceError::Invalid { field, message: message.to_string() }
+    }
+}
+
+/// A key together with its secret, returned exactly once, at creation.
+pub struct NewKey {
+    pub key: Key,
+    pub token: Token,
+}
+
+/// The changes PATCH may make; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct KeyPatch {
+    pub name: Option<KeyName>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// One page of keys, newest first.
+pub struct KeyPage {
+    pub keys: Vec<Key>,
+    pub next_cursor: Option<String>,
+}
+
+pub struct Service {
+    store: Arc<Store>,
+    limiter: Arc<Limiter>,
+    settings: ServiceSettings,
+}
+
+impl Service {
+    pub fn new(store: Store, settings: ServiceSettings) -> Self {
+        let store = Arc::new(store);
+        Service { limiter: Arc::new(Limiter::new(Arc::clone(&store))), store, settings }
+    }
+
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &ServiceSettings {
+        &self.settings
+    }
+
+    /// The check behind every authenticated request: parse, hash, look up, authorize, then
+    /// take a token from the key's rate-limit buckets and count the use. Malformed tokens are
+    /// refused before the database is touched; refused requests spend no budget.
+    pub fn verify(&self, presented: &str, required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
+        let now = Timestamp::from_millis(now_ms);
+        let token = Token::parse(presented).map_err(|_| VerifyError::Invalid)?;
+        let read = self.store.read()?;
+        let key = read.key_by_hash(&token.hash())?.ok_or(VerifyError::Invalid)?;
+        let user = read
+            .user(&key.user_id)?
+            .ok_or_else(|| StoreError::Corrupt { table: "users", reason: format!("owner of {} missing", key.id) })?;
+        key.authorize(user.is_disabled(), required, now)
+            .map_err(|denial| VerifyError::Denied { key_id: key.id.clone(), denial })?;
+        let rate = if key.rate_limit.is_unlimited() { None } else { Some(self.limiter.check(&key, now_ms)?) };
+        if let Some(decision) = rate.filter(|d| !d.allowed) {
+            return Err(VerifyError::RateLimited { key_id: key.id, decision: Box::new(decision) });
+        }
+        self.limiter.record_use(&key.id, now_ms);
+        Ok(Principal { user, key, rate })
+    }
+}

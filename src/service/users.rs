@@ -1,0 +1,103 @@
+//! User use cases: add users, change passwords, disable and enable them.
+
+use getrandom::SysRng;
+
+use super::{Service, ServiceError};
+use crate::domain::{Action, Actor, AuditEvent, Timestamp, User, UserId, Username};
+use crate::password;
+use crate::store::Reads;
+
+impl Service {
+    pub fn user_by_name(&self, name: &str) -> Result<User, ServiceError> {
+        let name = Username::parse(name).map_err(|e| ServiceError::invalid("username", e))?;
+        self.store.read()?.user_by_name(&name)?.ok_or(ServiceError::NotFound)
+    }
+
+    pub fn users(&self) -> Result<Vec<User>, ServiceError> {
+        Ok(self.store.read()?.users()?)
+    }
+
+    pub fn add_user(
+        &self,
+        username: &str,
+        password: &str,
+        is_admin: bool,
+        actor: Actor,
+        now: Timestamp,
+    ) -> Result<User, ServiceError> {
+        let username = Username::parse(username).map_err(|e| ServiceError::invalid("username", e))?;
+        let password_hash = hash_password(password)?;
+        let user = User {
+            id: UserId::generate(&mut SysRng)?,
+            username,
+            password_hash,
+            is_admin,
+            created_at: now,
+            disabled_at: None,
+        };
+        self.store.write(|tx| {
+            if tx.user_by_name(&user.username)?.is_some() {
+                return Err(ServiceError::Conflict(format!("a user named {} already exists", user.username)));
+            }
+            tx.put_user(&user)?;
+            tx.append_audit(&user_event(actor, Action::UserCreated, &user, now))?;
+            Ok(())
+        })?;
+        Ok(user)
+    }
+
+    pub fn set_password(
+        &self,
+        username: &str,
+        password: &str,
+        actor: Actor,
+        now: Timestamp,
+    ) -> Result<User, ServiceError> {
+        let password_hash = hash_password(password)?;
+        self.change_user(username, actor, Action::PasswordChanged, now, |user| user.password_hash = password_hash)
+    }
+
+    /// Disabling stops every key and session of the user at once: verification checks the
+    /// owner on each request.
+    pub fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        actor: Actor,
+        now: Timestamp,
+    ) -> Result<User, ServiceError> {
+        let action = if disabled { Action::UserDisabled } else { Action::UserEnabled };
+        self.change_user(username, actor, action, now, |user| {
+            user.disabled_at = if disabled { Some(user.disabled_at.unwrap_or(now)) } else { None };
+        })
+    }
+
+    fn change_user(
+        &self,
+        username: &str,
+        actor: Actor,
+        action: Action,
+        now: Timestamp,
+        change: impl FnOnce(&mut User),
+    ) -> Result<User, ServiceError> {
+        let username = Username::parse(username).map_err(|e| ServiceError::invalid("username", e))?;
+        self.store.write(|tx| {
+            let mut user = tx.user_by_name(&username)?.ok_or(ServiceError::NotFound)?;
+            change(&mut user);
+            tx.put_user(&user)?;
+            tx.append_audit(&user_event(actor, action, &user, now))?;
+            Ok(user)
+        })
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, ServiceError> {
+    password::hash(password).map_err(|err| match err {
+        password::PasswordError::BadLength => ServiceError::invalid("password", err),
+        other => ServiceError::Password(other.to_string()),
+    })
+}
+
+fn user_event(actor: Actor, action: Action, user: &User, now: Timestamp) -> AuditEvent {
+    AuditEvent { at: now, actor, action, user_id: Some(user.id.clone()), key_id: None }
+}
