@@ -29,8 +29,11 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
 
     let store = Store::open(&config.data).map_err(|e| CliError::Runtime(e.into()))?;
     let users = store.read().and_then(|r| r.user_count()).map_err(|e| CliError::Runtime(e.into()))?;
-    let settings =
-        ServiceSettings { max_keys_per_user: config.max_keys_per_user, default_rate_limit: config.default_rate_limit };
+    let settings = ServiceSettings {
+        max_keys_per_user: config.max_keys_per_user,
+        default_rate_limit: config.default_rate_limit,
+        session_ttl_seconds: config.session_ttl.as_secs(),
+    };
     let service = Arc::new(Service::new(store, settings));
     let flusher = service.limiter().start_flusher(config.flush_interval).context("starting the flush thread")?;
     tracing::info!(data = %config.data.display(), users, "data file open");

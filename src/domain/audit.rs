@@ -13,7 +13,7 @@ pub enum Actor {
     Key { user_id: UserId, key_id: KeyId },
     /// A signed-in user on the settings page.
     User(UserId),
-    /// The offline `iblueprint users …` command on the server's machine.
+    /// The operator on the server's machine: `iblueprint users …`, or the first-run setup link.
     Cli,
 }
 

@@ -10,6 +10,7 @@ pub mod id;
 pub mod key;
 pub mod ratelimit;
 pub mod scope;
+pub mod session;
 pub mod throttle;
 pub mod time;
 pub mod token;

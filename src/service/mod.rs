@@ -14,7 +14,10 @@ use crate::limiter::Limiter;
 use crate::store::{Reads, Store, StoreError};
 
 mod keys;
+mod sessions;
 mod users;
+
+pub use sessions::{LoginError, SETUP_LINK_SECONDS, SignIn};
 
 pub const MAX_PAGE: usize = 200;
 pub const DEFAULT_PAGE: usize = 50;
@@ -24,11 +27,17 @@ pub struct ServiceSettings {
     pub max_keys_per_user: usize,
     /// Applied to keys created without an explicit `rate_limit`.
     pub default_rate_limit: RateLimit,
+    /// How long a settings-page session lasts.
+    pub session_ttl_seconds: u64,
 }
 
 impl Default for ServiceSettings {
     fn default() -> Self {
-        ServiceSettings { max_keys_per_user: 1000, default_rate_limit: RateLimit::UNLIMITED }
+        ServiceSettings {
+            max_keys_per_user: 1000,
+            default_rate_limit: RateLimit::UNLIMITED,
+            session_ttl_seconds: 12 * 3600,
+        }
     }
 }
 
@@ -109,12 +118,20 @@ pub struct Service {
     store: Arc<Store>,
     limiter: Arc<Limiter>,
     settings: ServiceSettings,
+    login_guard: sessions::LoginGuard,
+    setup: sessions::SetupLink,
 }
 
 impl Service {
     pub fn new(store: Store, settings: ServiceSettings) -> Self {
         let store = Arc::new(store);
-        Service { limiter: Arc::new(Limiter::new(Arc::clone(&store))), store, settings }
+        Service {
+            limiter: Arc::new(Limiter::new(Arc::clone(&store))),
+            store,
+            settings,
+            login_guard: sessions::LoginGuard::default(),
+            setup: sessions::SetupLink::default(),
+        }
     }
 
     pub fn limiter(&self) -> &Arc<Limiter> {

@@ -85,6 +85,10 @@ impl Service {
             let mut user = tx.user_by_name(&username)?.ok_or(ServiceError::NotFound)?;
             change(&mut user);
             tx.put_user(&user)?;
+            if user.is_disabled() {
+                // Their sessions would be refused anyway; drop them so none outlives this.
+                tx.prune_sessions(now, Some(&user.id))?;
+            }
             tx.append_audit(&user_event(actor, action, &user, now))?;
             Ok(user)
         })

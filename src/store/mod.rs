@@ -28,6 +28,7 @@
 //! | `user_keys` | (user id, key seq) | key id, newest = highest seq |
 //! | `audit` | sequence number | [`AuditEvent`] record |
 //! | `buckets` | key id the buckets belong to (`Key::limit_id`) | [`Buckets`] record |
+//! | `sessions` | blake3 of the session secret | [`Session`] record |
 //!
 //! Token-bucket levels and usage counters (`last_used_at`, `request_count`) are the one
 //! exception to "durable before acknowledged": they change on every request, so the limiter
@@ -46,6 +47,7 @@ use redb::{
 };
 
 use crate::domain::ratelimit::Buckets;
+use crate::domain::session::Session;
 use crate::domain::{AuditEvent, Key, KeyHash, KeyId, Timestamp, User, UserId, Username};
 
 /// The schema this binary writes. Bump it when a table or record layout changes, and add a
@@ -60,6 +62,7 @@ const KEY_HASHES: TableDefinition<[u8; 32], &str> = TableDefinition::new("key_ha
 const USER_KEYS: TableDefinition<(&str, u64), &str> = TableDefinition::new("user_keys");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
+const SESSIONS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("sessions");
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const NEXT_KEY_SEQ: &str = "next_key_seq";
@@ -173,6 +176,7 @@ impl Store {
             tx.txn.open_table(USER_KEYS)?;
             tx.txn.open_table(AUDIT)?;
             tx.txn.open_table(BUCKETS)?;
+            tx.txn.open_table(SESSIONS)?;
             Ok(())
         })
     }
@@ -338,6 +342,12 @@ pub trait Reads {
         found.map(|v| decode("buckets", v.value())).transpose()
     }
 
+    fn session(&self, hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+        let table = self.table(SESSIONS)?;
+        let found = table.get(hash)?;
+        found.map(|v| decode("sessions", v.value())).transpose()
+    }
+
     /// The most recent audit events, newest first, optionally only those about one user.
     fn audit_events(&self, about: Option<&UserId>, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         let audit = self.table(AUDIT)?;
@@ -417,6 +427,27 @@ impl WriteTxn {
     pub fn update_key(&mut self, key: &Key) -> Result<(), StoreError> {
         self.txn.open_table(KEYS)?.insert(key.id.as_str(), codec::encode(key).as_slice())?;
         Ok(())
+    }
+
+    pub fn put_session(&mut self, hash: &[u8; 32], session: &Session) -> Result<(), StoreError> {
+        self.txn.open_table(SESSIONS)?.insert(hash, codec::encode(session).as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_session(&mut self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.txn.open_table(SESSIONS)?.remove(hash)?;
+        Ok(())
+    }
+
+    /// Drops sessions that have expired, and every session of `user` when one is given.
+    pub fn prune_sessions(&mut self, now: Timestamp, user: Option<&UserId>) -> Result<usize, StoreError> {
+        let mut table = self.txn.open_table(SESSIONS)?;
+        let before = table.len()?;
+        table.retain(|_, value| match codec::decode::<Session>(value) {
+            Ok(session) => session.is_live(now) && user.is_none_or(|u| &session.user_id != u),
+            Err(_) => false,
+        })?;
+        Ok(usize::try_from(before - table.len()?).unwrap_or(0))
     }
 
     pub fn put_buckets(&mut self, limit_id: &KeyId, buckets: &Buckets) -> Result<(), StoreError> {
