@@ -7,8 +7,9 @@ use anyhow::Context;
 
 use crate::cli::{CliError, ServeArgs};
 use crate::config::{Config, Overrides};
+use crate::domain::Timestamp;
 use crate::http::{self, ServerOptions};
-use crate::service::{Service, ServiceSettings};
+use crate::service::{SETUP_LINK_SECONDS, Service, ServiceSettings};
 use crate::store::{Reads, Store};
 use crate::telemetry;
 
@@ -37,18 +38,24 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     let service = Arc::new(Service::new(store, settings));
     let flusher = service.limiter().start_flusher(config.flush_interval).context("starting the flush thread")?;
     tracing::info!(data = %config.data.display(), users, "data file open");
-    if users == 0 {
-        tracing::warn!(
-            "no users yet: stop the server and run `iblueprint users add NAME --admin` to create the first one"
-        );
-    }
+    let setup_link = service.open_setup_link(Timestamp::now()).map_err(|e| CliError::Runtime(e.into()))?;
 
     let options = ServerOptions { listen: config.listen, workers: None };
+    let public_url = config.public_url.clone();
     actix_web::rt::System::new()
         .block_on(http::serve(service, options, |addrs| {
             for addr in addrs {
                 // On stdout, unlike the logs, so scripts and tests can read the bound port.
                 println!("iblueprint listening on http://{addr}");
+            }
+            if let (Some(secret), Some(addr)) = (&setup_link, addrs.first()) {
+                // The one place the setup secret is shown: the operator's terminal.
+                let base = public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+                println!(
+                    "no users yet: open {base}/setup/{} within {} minutes to create the first admin (or run `iblueprint users add NAME --admin`)",
+                    secret.expose(),
+                    SETUP_LINK_SECONDS / 60
+                );
             }
         }))
         .with_context(|| format!("serving on {}", config.listen))?;
