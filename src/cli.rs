@@ -20,6 +20,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API (defaults: 127.0.0.1:8080, data in ./data/iblueprint.redb).
     Serve(ServeArgs),
+    /// Write a consistent copy of the data file, even while the server runs.
+    Backup(BackupArgs),
+    /// Restore a backup (redb or jsonl) into a new data file, or merge it into one.
+    Import(ImportArgs),
     /// Manage users directly on the data file (the server must be stopped).
     #[command(subcommand)]
     Users(UsersCommand),
@@ -41,6 +45,42 @@ pub struct ServeArgs {
     /// `pretty` for people, `json` for log collectors.
     #[arg(long, value_name = "pretty|json")]
     pub log_format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Where to write the backup. An existing file is refused unless --force.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataArg,
+    /// `redb`: a data file you can restore by copying it into place; `jsonl`: a portable,
+    /// human-readable export.
+    #[arg(long, value_enum, default_value_t = BackupFormat::Redb)]
+    pub format: BackupFormat,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupFormat {
+    Redb,
+    Jsonl,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// A backup made by `iblueprint backup` (redb or jsonl; detected from the content).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Add the users and keys the data file lacks, instead of requiring a new data file.
+    #[arg(long)]
+    pub merge: bool,
+    /// Check everything and report what would happen; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug, Clone)]

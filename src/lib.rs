@@ -44,10 +44,12 @@
 //! - No change is acknowledged before its transaction is fsynced.
 
 pub mod admin;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod import;
 pub mod limiter;
 pub mod password;
 pub mod serve;

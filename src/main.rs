@@ -10,6 +10,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => iblueprint::serve::run(args),
+        Command::Backup(args) => iblueprint::backup::run(args),
+        Command::Import(args) => iblueprint::import::run(args),
         Command::Users(command) => iblueprint::admin::run(command),
         Command::Version => {
             println!("iblueprint {}", env!("CARGO_PKG_VERSION"));

@@ -8,6 +8,7 @@ use anyhow::Context;
 use crate::cli::{CliError, ServeArgs};
 use crate::config::{Config, Overrides};
 use crate::domain::Timestamp;
+use crate::http::pages::PagesConfig;
 use crate::http::{self, ServerOptions};
 use crate::service::{SETUP_LINK_SECONDS, Service, ServiceSettings};
 use crate::store::{Reads, Store};
@@ -40,7 +41,11 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     tracing::info!(data = %config.data.display(), users, "data file open");
     let setup_link = service.open_setup_link(Timestamp::now()).map_err(|e| CliError::Runtime(e.into()))?;
 
-    let options = ServerOptions { listen: config.listen, workers: None };
+    let options = ServerOptions {
+        listen: config.listen,
+        workers: None,
+        pages: PagesConfig { public_url: config.public_url.clone() },
+    };
     let public_url = config.public_url.clone();
     actix_web::rt::System::new()
         .block_on(http::serve(service, options, |addrs| {

@@ -10,8 +10,27 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Serialised as RFC 3339 in human-readable formats (the JSON export) and as the plain
+/// number of seconds in binary ones (the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() { serializer.collect_str(self) } else { self.0.serialize(serializer) }
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            Timestamp::parse_rfc3339(&text).map_err(|e| serde::de::Error::custom(format!("`{text}` {e}")))
+        } else {
+            i64::deserialize(deserializer).map(Timestamp)
+        }
+    }
+}
 
 /// The latest instant we accept: the end of year 9999, the last one RFC 3339 can write.
 const MAX_SECONDS: i64 = 253_402_300_799;

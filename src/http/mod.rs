@@ -1,13 +1,15 @@
 //! The HTTP layer: the only module that knows actix-web.
 //!
 //! Handlers are thin: they parse the request into domain values, call [`Service`], and turn
-//! the outcome into JSON or an RFC 9457 problem. Writes (which fsync) run on actix's
-//! blocking pool so a slow disk never stalls the async workers.
+//! the outcome into JSON or an RFC 9457 problem ([`api`], under `/v1`) or an HTML page
+//! ([`pages`], the settings page). Writes (which fsync) and password hashing run on actix's
+//! blocking pool so a slow disk or argon2 never stalls the async workers.
 
 pub mod api;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod pages;
 mod rate_headers;
 mod request_log;
 
@@ -25,6 +27,8 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Worker threads; `None` means one per core.
     pub workers: Option<usize>,
+    /// What the settings pages need from the configuration.
+    pub pages: pages::PagesConfig,
 }
 
 /// Binds, calls `on_bound` with the real address (port 0 becomes the chosen port), and
@@ -35,13 +39,17 @@ pub async fn serve(
     on_bound: impl FnOnce(&[SocketAddr]),
 ) -> std::io::Result<()> {
     let data = web::Data::from(service);
+    // One for all workers: it holds new secrets between the POST that makes and the GET that shows them.
+    let pages = web::Data::new(pages::Pages::new(options.pages));
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(pages.clone())
             .app_data(body::payload_config())
             .wrap(actix_web::middleware::from_fn(rate_headers::add))
             .wrap(actix_web::middleware::from_fn(request_log::log))
             .configure(api::configure)
+            .configure(pages::configure)
             .default_service(web::to(api::not_found))
     })
     .shutdown_timeout(30)

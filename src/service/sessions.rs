@@ -169,11 +169,7 @@ impl Service {
 
     fn start_session(&self, user: User, now: Timestamp) -> Result<SignIn, LoginError> {
         let secret = Secret::generate(&mut SysRng).map_err(ServiceError::from)?;
-        let session = Session {
-            user_id: user.id.clone(),
-            created_at: now,
-            expires_at: now.plus_seconds(self.settings.session_ttl_seconds),
-        };
+        let session = self.new_session(&user, now);
         let event = AuditEvent {
             at: now,
             actor: Actor::User(user.id.clone()),
@@ -189,6 +185,14 @@ impl Service {
         Ok(SignIn { user, secret })
     }
 
+    fn new_session(&self, user: &User, now: Timestamp) -> Session {
+        Session {
+            user_id: user.id.clone(),
+            created_at: now,
+            expires_at: now.plus_seconds(self.settings.session_ttl_seconds),
+        }
+    }
+
     /// The signed-in user behind a session cookie, if the session is live and the user is
     /// enabled. Disabling a user therefore ends their sessions on the next request.
     pub fn session_user(&self, secret: &Secret, now: Timestamp) -> Result<Option<User>, StoreError> {
@@ -201,22 +205,28 @@ impl Service {
         self.store.write(|tx| tx.delete_session(&secret.hash()))
     }
 
-    /// Changes the signed-in user's own password after checking the current one. Other
-    /// sessions of the user end; the caller starts a fresh one.
+    /// Changes the signed-in user's own password after checking the current one. Every
+    /// session of the user ends, the caller's included, and the caller gets a fresh one
+    /// (a new id, like at login) in the same transaction.
     pub fn change_own_password(
         &self,
         user_id: &UserId,
         current: &str,
         new: &str,
         now: Timestamp,
-    ) -> Result<User, ServiceError> {
+    ) -> Result<SignIn, ServiceError> {
         let user = self.store.read()?.user(user_id)?.ok_or(ServiceError::NotFound)?;
         if !password::verify(current, &user.password_hash) {
             return Err(ServiceError::invalid("current_password", "is not your current password"));
         }
         let user = self.set_password(user.username.as_str(), new, Actor::User(user.id.clone()), now)?;
-        self.store.write(|tx| tx.prune_sessions(now, Some(&user.id)))?;
-        Ok(user)
+        let secret = Secret::generate(&mut SysRng)?;
+        let session = self.new_session(&user, now);
+        self.store.write(|tx| {
+            tx.prune_sessions(now, Some(&user.id))?;
+            tx.put_session(&secret.hash(), &session)
+        })?;
+        Ok(SignIn { user, secret })
     }
 
     /// Audit events, newest first: all of them for admins, the user's own otherwise.

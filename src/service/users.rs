@@ -13,6 +13,12 @@ impl Service {
         self.store.read()?.user_by_name(&name)?.ok_or(ServiceError::NotFound)
     }
 
+    /// A user by public id; a malformed or unknown id is `NotFound`.
+    pub fn user_by_id(&self, id: &str) -> Result<User, ServiceError> {
+        let id = UserId::parse(id).ok_or(ServiceError::NotFound)?;
+        self.store.read()?.user(&id)?.ok_or(ServiceError::NotFound)
+    }
+
     pub fn users(&self) -> Result<Vec<User>, ServiceError> {
         Ok(self.store.read()?.users()?)
     }
@@ -54,11 +60,15 @@ impl Service {
         now: Timestamp,
     ) -> Result<User, ServiceError> {
         let password_hash = hash_password(password)?;
-        self.change_user(username, actor, Action::PasswordChanged, now, |user| user.password_hash = password_hash)
+        self.change_user(username, actor, Action::PasswordChanged, now, |user| {
+            user.password_hash = password_hash;
+            Ok(())
+        })
     }
 
     /// Disabling stops every key and session of the user at once: verification checks the
-    /// owner on each request.
+    /// owner on each request. A signed-in user cannot disable themself: that would lock them
+    /// out mid-sentence, and with a single admin, lock everyone out of user management.
     pub fn set_disabled(
         &self,
         username: &str,
@@ -67,8 +77,16 @@ impl Service {
         now: Timestamp,
     ) -> Result<User, ServiceError> {
         let action = if disabled { Action::UserDisabled } else { Action::UserEnabled };
+        let acting_user = match &actor {
+            Actor::User(id) => Some(id.clone()),
+            Actor::Key { .. } | Actor::Cli => None,
+        };
         self.change_user(username, actor, action, now, |user| {
+            if disabled && acting_user.as_ref() == Some(&user.id) {
+                return Err(ServiceError::Conflict("you cannot disable your own account".to_owned()));
+            }
             user.disabled_at = if disabled { Some(user.disabled_at.unwrap_or(now)) } else { None };
+            Ok(())
         })
     }
 
@@ -78,12 +96,12 @@ impl Service {
         actor: Actor,
         action: Action,
         now: Timestamp,
-        change: impl FnOnce(&mut User),
+        change: impl FnOnce(&mut User) -> Result<(), ServiceError>,
     ) -> Result<User, ServiceError> {
         let username = Username::parse(username).map_err(|e| ServiceError::invalid("username", e))?;
         self.store.write(|tx| {
             let mut user = tx.user_by_name(&username)?.ok_or(ServiceError::NotFound)?;
-            change(&mut user);
+            change(&mut user)?;
             tx.put_user(&user)?;
             if user.is_disabled() {
                 // Their sessions would be refused anyway; drop them so none outlives this.

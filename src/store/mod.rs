@@ -38,6 +38,7 @@
 //! Records are encoded by [`codec`]: a format-version byte, then postcard.
 
 pub mod codec;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 
@@ -85,6 +86,10 @@ pub enum StoreError {
     NotADataFile { path: PathBuf, reason: String },
     #[error("there is no data file at {0}; pass --data FILE or set IBLUEPRINT_DATA")]
     Missing(PathBuf),
+    #[error(
+        "the data file {0} was not shut down cleanly; start `iblueprint serve` on it once (it recovers on open), then try again"
+    )]
+    NeedsRecovery(PathBuf),
     #[error("cannot open the data file {path}: {source}")]
     Open { path: PathBuf, source: std::io::Error },
     #[error("stored record in table `{table}` is corrupt: {reason}")]

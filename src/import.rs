@@ -1,0 +1,372 @@
+//! `iblueprint import` and the JSON-lines export format.
+//!
+//! Import reads and checks everything before it writes anything: the format and schema
+//! version, every record (decoded and re-validated by the domain types), references
+//! (every key's owner, every bucket's key), and uniqueness (user ids, usernames, key ids,
+//! key hashes). Only then does it write, in one transaction. On any problem it names the
+//! problem and its place (line or table and record) and leaves the data file untouched.
+//!
+//! # The export format
+//! One JSON object per line. The first line is a header:
+//! `{"format":"iblueprint-export","format_version":1,"schema_version":1,"exported_at":"…","counts":{…}}`;
+//! every other line is a record with a `type` of `user`, `key`, `buckets` or `audit`.
+//! Keys carry their blake3 hash in hex, users their argon2id hash: no secret is ever in it.
+//!
+//! # Merging
+//! With `--merge`, users and keys the data file lacks are added (keys get fresh sequence
+//! numbers after the file's own, so they list as newest). Records the file already has are
+//! kept as the file has them. A conflict refuses the whole import: a user id or username
+//! that means another user, a key id with another owner or hash, a key hash under another
+//! id, or a key the backup shows revoked that the file does not (a merge never un-revokes,
+//! and never silently drops a revocation either). Audit events are not merged.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{CliError, ImportArgs};
+use crate::domain::{Key, KeyId, Timestamp, User, UserId, Username};
+use crate::store::snapshot::{Counts, ReadOnlyStore, Record, existing_records};
+use crate::store::{SCHEMA_VERSION, Store, StoreError};
+
+pub const EXPORT_FORMAT: &str = "iblueprint-export";
+pub const EXPORT_FORMAT_VERSION: u32 = 1;
+/// Longest line we read from an export: far above any real record, small enough that a
+/// hostile file cannot make us buffer gigabytes.
+const MAX_LINE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportHeader {
+    pub format: String,
+    pub format_version: u32,
+    pub schema_version: u64,
+    pub exported_at: Timestamp,
+    pub counts: Counts,
+}
+
+impl ExportHeader {
+    pub fn new(schema_version: u64, now: Timestamp, counts: Counts) -> Self {
+        ExportHeader {
+            format: EXPORT_FORMAT.to_owned(),
+            format_version: EXPORT_FORMAT_VERSION,
+            schema_version,
+            exported_at: now,
+            counts,
+        }
+    }
+}
+
+/// A problem with the file being imported, with its place.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("line {line}: {message}")]
+    Line { line: usize, message: String },
+    #[error("{0}")]
+    File(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{} conflict(s) with the data file; nothing was imported:\n  {}", .0.len(), .0.join("\n  "))]
+    Conflicts(Vec<String>),
+}
+
+/// Reads a whole export, checking the header, every line and the counts.
+pub fn read_jsonl(source: impl Read) -> Result<(ExportHeader, Vec<Record>), ImportError> {
+    let mut reader = BufReader::new(source);
+    let mut line = String::new();
+    let mut number = 0;
+    let mut next_line = |line: &mut String, number: &mut usize| -> Result<bool, ImportError> {
+        line.clear();
+        *number += 1;
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES + 1)
+            .read_line(line)
+            .map_err(|e| ImportError::Line { line: *number, message: format!("unreadable: {e}") })?;
+        if n as u64 > MAX_LINE_BYTES {
+            return Err(ImportError::Line { line: *number, message: "line longer than 1 MiB".into() });
+        }
+        Ok(n > 0)
+    };
+    if !next_line(&mut line, &mut number)? {
+        return Err(ImportError::File("the file is empty".into()));
+    }
+    let header: ExportHeader = serde_json::from_str(&line)
+        .map_err(|e| ImportError::Line { line: 1, message: format!("not an iblueprint export header: {e}") })?;
+    if header.format != EXPORT_FORMAT || header.format_version != EXPORT_FORMAT_VERSION {
+        return Err(ImportError::Line {
+            line: 1,
+            message: format!(
+                "format {} version {} is not one this binary reads ({EXPORT_FORMAT} version {EXPORT_FORMAT_VERSION})",
+                header.format, header.format_version
+            ),
+        });
+    }
+    if header.schema_version > SCHEMA_VERSION {
+        return Err(ImportError::Line {
+            line: 1,
+            message: format!(
+                "exported from schema version {}, newer than this binary knows ({SCHEMA_VERSION}); upgrade iblueprint",
+                header.schema_version
+            ),
+        });
+    }
+    let mut records = Vec::new();
+    let mut counts = Counts::default();
+    while next_line(&mut line, &mut number)? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record = serde_json::from_str(&line)
+            .map_err(|e| ImportError::Line { line: number, message: crate::domain::token::redact(&e.to_string()) })?;
+        counts.add(&record, header.exported_at);
+        records.push(record);
+    }
+    if counts != header.counts {
+        return Err(ImportError::File(format!(
+            "the export is incomplete or altered: the header promises {:?} but the file holds {:?}",
+            header.counts, counts
+        )));
+    }
+    Ok((header, records))
+}
+
+/// Reads a backup of either kind, detected from its first bytes.
+pub fn read_backup(path: &Path) -> Result<Vec<Record>, ImportError> {
+    let mut file = File::open(path).map_err(|e| ImportError::File(format!("cannot open {}: {e}", path.display())))?;
+    let mut start = [0u8; 64];
+    let n = file.read(&mut start).map_err(|e| ImportError::File(format!("cannot read {}: {e}", path.display())))?;
+    let start = &start[..n];
+    if start.starts_with(b"redb") {
+        let mut records = Vec::new();
+        let read = ReadOnlyStore::open(path).and_then(|store| {
+            store.read()?.for_each_record(|record| {
+                records.push(record);
+                Ok(())
+            })
+        });
+        return match read {
+            Ok(()) => Ok(records),
+            // Low-level failures on a file that starts like redb mean damage, most often a
+            // copy that was cut short.
+            Err(StoreError::Database(err)) => {
+                Err(ImportError::File(format!("the redb file is damaged or truncated ({err})")))
+            }
+            Err(other) => Err(other.into()),
+        };
+    }
+    if start.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        let file = File::open(path).map_err(|e| ImportError::File(format!("cannot open {}: {e}", path.display())))?;
+        return read_jsonl(file).map(|(_, records)| records);
+    }
+    Err(ImportError::File(format!(
+        "{} is neither an iblueprint redb backup nor a jsonl export (empty, truncated or another kind of file)",
+        path.display()
+    )))
+}
+
+/// Checks that the records form a consistent database on their own.
+pub fn validate(records: &[Record]) -> Result<(), ImportError> {
+    let mut problems = Vec::new();
+    let mut user_ids = HashSet::new();
+    let mut usernames = HashSet::new();
+    let mut key_ids = HashSet::new();
+    let mut hashes = HashSet::new();
+    let mut seqs = HashSet::new();
+    let mut audit = HashSet::new();
+    for record in records {
+        match record {
+            Record::User(user) => {
+                if !user_ids.insert(&user.id) {
+                    problems.push(format!("user id {} appears twice", user.id));
+                }
+                if !usernames.insert(&user.username) {
+                    problems.push(format!("username {} appears twice", user.username));
+                }
+            }
+            Record::Key(key) => {
+                if !key_ids.insert(&key.id) {
+                    problems.push(format!("key id {} appears twice", key.id));
+                }
+                if !hashes.insert(key.hash) {
+                    problems.push(format!("key {} has the same hash as another key", key.id));
+                }
+                if !seqs.insert((&key.user_id, key.seq)) {
+                    problems.push(format!("key {} repeats another key's sequence number", key.id));
+                }
+            }
+            Record::Audit { seq, .. } => {
+                if !audit.insert(*seq) {
+                    problems.push(format!("audit event {seq} appears twice"));
+                }
+            }
+            Record::Buckets { .. } => {}
+        }
+    }
+    for record in records {
+        match record {
+            Record::Key(key) if !user_ids.contains(&key.user_id) => {
+                problems.push(format!("key {} belongs to user {}, who is not in the backup", key.id, key.user_id));
+            }
+            Record::Buckets { limit_id, .. } if !key_ids.contains(limit_id) => {
+                problems.push(format!("rate-limit state for {limit_id}, a key that is not in the backup"));
+            }
+            _ => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ImportError::File(format!("the backup is inconsistent:\n  {}", problems.join("\n  "))))
+    }
+}
+
+/// What a merge adds, and what stops it.
+struct MergePlan {
+    add: Vec<Record>,
+    conflicts: Vec<String>,
+}
+
+fn plan_merge(incoming: Vec<Record>, existing: &[Record]) -> MergePlan {
+    let mut users_by_id: HashMap<&UserId, &User> = HashMap::new();
+    let mut users_by_name: HashMap<&Username, &User> = HashMap::new();
+    let mut keys_by_id: HashMap<&KeyId, &Key> = HashMap::new();
+    let mut keys_by_hash: HashMap<[u8; 32], &Key> = HashMap::new();
+    for record in existing {
+        match record {
+            Record::User(u) => {
+                users_by_id.insert(&u.id, u);
+                users_by_name.insert(&u.username, u);
+            }
+            Record::Key(k) => {
+                keys_by_id.insert(&k.id, k);
+                keys_by_hash.insert(k.hash.0, k);
+            }
+            _ => {}
+        }
+    }
+    let mut add = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut added_keys = HashSet::new();
+    for record in &incoming {
+        match record {
+            Record::User(user) => match (users_by_id.get(&user.id), users_by_name.get(&user.username)) {
+                (None, None) => add.push(record.clone()),
+                (Some(have), _) if have.username != user.username => conflicts.push(format!(
+                    "user id {} is {} in the backup but {} in the data file",
+                    user.id, user.username, have.username
+                )),
+                (None, Some(have)) => conflicts.push(format!(
+                    "username {} is user {} in the backup but user {} in the data file",
+                    user.username, user.id, have.id
+                )),
+                _ => {}
+            },
+            Record::Key(key) => match (keys_by_id.get(&key.id), keys_by_hash.get(&key.hash.0)) {
+                (None, None) => {
+                    added_keys.insert(key.id.clone());
+                    add.push(record.clone());
+                }
+                (Some(have), _) if have.user_id != key.user_id || have.hash != key.hash => {
+                    conflicts.push(format!("key id {} has another owner or secret in the data file", key.id));
+                }
+                (None, Some(have)) => conflicts.push(format!(
+                    "key {} in the backup has the same secret hash as key {} in the data file",
+                    key.id, have.id
+                )),
+                (Some(have), _) if key.revoked_at.is_some() && have.revoked_at.is_none() => conflicts.push(format!(
+                    "key {} is revoked in the backup but not in the data file; revoke it first if that is intended",
+                    key.id
+                )),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    // Rate-limit states travel with the keys they belong to.
+    for record in incoming {
+        if let Record::Buckets { limit_id, .. } = &record
+            && added_keys.contains(limit_id)
+        {
+            add.push(record);
+        }
+    }
+    MergePlan { add, conflicts }
+}
+
+pub fn run(args: ImportArgs) -> Result<(), CliError> {
+    let now = Timestamp::now();
+    let target = &args.data.data;
+    let runtime = |e: ImportError| CliError::Runtime(anyhow::anyhow!("{}: {e}", args.file.display()));
+    let records = read_backup(&args.file).map_err(runtime)?;
+    validate(&records).map_err(runtime)?;
+
+    let exists = target.exists();
+    if exists && !args.merge {
+        return Err(CliError::usage(format!(
+            "the data file {} already exists; pass --merge to add the users and keys it lacks, or --data a new path",
+            target.display()
+        )));
+    }
+    let (to_write, verb) = if exists {
+        let store = Store::open(target).map_err(|e| CliError::Runtime(e.into()))?;
+        let existing = existing_records(&store.read().map_err(|e| CliError::Runtime(e.into()))?)
+            .map_err(|e| CliError::Runtime(e.into()))?;
+        let plan = plan_merge(records, &existing);
+        if !plan.conflicts.is_empty() {
+            return Err(runtime(ImportError::Conflicts(plan.conflicts)));
+        }
+        if !args.dry_run {
+            write_merge(&store, &plan.add).map_err(|e| CliError::Runtime(e.into()))?;
+        }
+        (plan.add, "merged")
+    } else {
+        if !args.dry_run {
+            write_new(target, &records).map_err(|e| CliError::Runtime(e.into()))?;
+        }
+        (records, "imported")
+    };
+    let mut counts = Counts::default();
+    to_write.iter().for_each(|r| counts.add(r, now));
+    let prefix = if args.dry_run { "dry run: would have " } else { "" };
+    println!(
+        "{prefix}{verb} {} users, {} keys ({} revoked), {} rate-limit states and {} audit events into {}",
+        counts.users,
+        counts.keys,
+        counts.revoked,
+        counts.buckets,
+        counts.audit,
+        target.display()
+    );
+    Ok(())
+}
+
+/// Restores into a new data file in one transaction; a failure removes the new file.
+fn write_new(target: &Path, records: &[Record]) -> Result<(), StoreError> {
+    let store = Store::open(target)?;
+    let written = store.write(|tx| records.iter().try_for_each(|r| tx.restore(r)));
+    if written.is_err() {
+        drop(store);
+        let _ = std::fs::remove_file(target);
+    }
+    written
+}
+
+fn write_merge(store: &Store, add: &[Record]) -> Result<(), StoreError> {
+    store.write(|tx| {
+        let mut keys: Vec<&Key> =
+            add.iter().filter_map(|r| if let Record::Key(k) = r { Some(k) } else { None }).collect();
+        keys.sort_by_key(|k| k.seq);
+        for record in add.iter().filter(|r| !matches!(r, Record::Key(_))) {
+            tx.restore(record)?;
+        }
+        for key in keys {
+            let mut key = key.clone();
+            key.seq = tx.take_key_seq()?;
+            tx.restore(&Record::Key(key))?;
+        }
+        Ok(())
+    })
+}
