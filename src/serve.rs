@@ -40,6 +40,12 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     let flusher = service.limiter().start_flusher(config.flush_interval).context("starting the flush thread")?;
     tracing::info!(data = %config.data.display(), users, "data file open");
     let setup_link = service.open_setup_link(Timestamp::now()).map_err(|e| CliError::Runtime(e.into()))?;
+    if setup_link.is_some() {
+        // The link itself holds a secret and goes to stdout only, never to the log.
+        tracing::warn!(
+            "no users yet: open the setup link printed on standard output, or run `iblueprint users add NAME --admin`"
+        );
+    }
 
     let options = ServerOptions {
         listen: config.listen,

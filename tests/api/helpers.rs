@@ -175,6 +175,14 @@ impl TestServer {
         let _ = self.child.wait();
     }
 
+    /// The next line the server prints on stdout after its address (e.g. the setup link).
+    /// Blocks until there is one; call it only when a line is due.
+    pub fn next_stdout_line(&mut self) -> String {
+        let mut line = String::new();
+        self._stdout.read_line(&mut line).expect("read server stdout");
+        line
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

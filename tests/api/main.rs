@@ -5,5 +5,6 @@ mod authorization;
 mod helpers;
 mod hostile_input;
 mod keys;
+mod pages;
 mod rate_limits;
 mod verification;
