@@ -28,6 +28,12 @@ pub fn run(args: BackupArgs) -> Result<(), CliError> {
     if out.exists() && !args.force {
         return Err(CliError::usage(format!("{} already exists; pass --force to replace it", out.display())));
     }
+    if same_file(out, &args.data.data) {
+        return Err(CliError::usage(format!(
+            "--out {} is the data file itself; write the backup somewhere else",
+            out.display()
+        )));
+    }
     let store = ReadOnlyStore::open(&args.data.data).map_err(|e| CliError::Runtime(e.into()))?;
     let snapshot = store.read().map_err(|e| CliError::Runtime(e.into()))?;
     let expected = snapshot.counts(now).map_err(|e| CliError::Runtime(e.into()))?;
@@ -77,6 +83,13 @@ pub fn run(args: BackupArgs) -> Result<(), CliError> {
         human_size(size)
     );
     Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 fn destination_dir(out: &Path) -> PathBuf {

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{CliError, ImportArgs};
 use crate::domain::{Key, KeyId, Timestamp, User, UserId, Username};
-use crate::store::snapshot::{Counts, ReadOnlyStore, Record, existing_records};
+use crate::store::snapshot::{Counts, ReadOnlyStore, Record, existing_records, read_foreign};
 use crate::store::{SCHEMA_VERSION, Store, StoreError};
 
 pub const EXPORT_FORMAT: &str = "iblueprint-export";
@@ -140,22 +140,10 @@ pub fn read_backup(path: &Path) -> Result<Vec<Record>, ImportError> {
     let n = file.read(&mut start).map_err(|e| ImportError::File(format!("cannot read {}: {e}", path.display())))?;
     let start = &start[..n];
     if start.starts_with(b"redb") {
-        let mut records = Vec::new();
-        let read = ReadOnlyStore::open(path).and_then(|store| {
-            store.read()?.for_each_record(|record| {
-                records.push(record);
-                Ok(())
-            })
+        return read_foreign(path).map_err(|err| match err {
+            StoreError::NewerSchema { .. } => err.into(),
+            other => ImportError::File(format!("the redb backup is damaged or truncated: {other}")),
         });
-        return match read {
-            Ok(()) => Ok(records),
-            // Low-level failures on a file that starts like redb mean damage, most often a
-            // copy that was cut short.
-            Err(StoreError::Database(err)) => {
-                Err(ImportError::File(format!("the redb file is damaged or truncated ({err})")))
-            }
-            Err(other) => Err(other.into()),
-        };
     }
     if start.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
         let file = File::open(path).map_err(|e| ImportError::File(format!("cannot open {}: {e}", path.display())))?;
@@ -311,14 +299,25 @@ pub fn run(args: ImportArgs) -> Result<(), CliError> {
         )));
     }
     let (to_write, verb) = if exists {
-        let store = Store::open(target).map_err(|e| CliError::Runtime(e.into()))?;
-        let existing = existing_records(&store.read().map_err(|e| CliError::Runtime(e.into()))?)
+        // Plan through a read-only open: even opening redb for writing rewrites bytes in
+        // the file, and a dry run or a refused merge must leave it byte-identical.
+        let existing = ReadOnlyStore::open(target)
+            .and_then(|store| existing_records(&store.read()?))
             .map_err(|e| CliError::Runtime(e.into()))?;
-        let plan = plan_merge(records, &existing);
+        let plan = plan_merge(records.clone(), &existing);
         if !plan.conflicts.is_empty() {
             return Err(runtime(ImportError::Conflicts(plan.conflicts)));
         }
-        if !args.dry_run {
+        if !args.dry_run && !plan.add.is_empty() {
+            // The writable open also tells us if a server holds the file. Plan again under
+            // the write lock, so nothing can have changed since the read-only look.
+            let store = Store::open(target).map_err(|e| CliError::Runtime(e.into()))?;
+            let existing = existing_records(&store.read().map_err(|e| CliError::Runtime(e.into()))?)
+                .map_err(|e| CliError::Runtime(e.into()))?;
+            let plan = plan_merge(records, &existing);
+            if !plan.conflicts.is_empty() {
+                return Err(runtime(ImportError::Conflicts(plan.conflicts)));
+            }
             write_merge(&store, &plan.add).map_err(|e| CliError::Runtime(e.into()))?;
         }
         (plan.add, "merged")

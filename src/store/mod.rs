@@ -161,15 +161,25 @@ impl Store {
         Ok(value)
     }
 
+    /// Makes sure the file carries the current schema and every table exists. A file that
+    /// already does is not written to at all, so merely opening a data file (say for a
+    /// dry run, or an import that is then refused) leaves it byte-identical.
     fn prepare_schema(&self) -> Result<(), StoreError> {
+        let read = self.read()?;
+        let tables: Vec<String> = read.txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+        let version = if tables.iter().any(|t| t == META.name()) {
+            read.txn.open_table(META)?.get(SCHEMA_VERSION_KEY)?.map(|v| v.value())
+        } else {
+            None
+        };
+        drop(read);
+        let needs_migration = check_schema(&self.path, &tables, version)?;
+        let complete = all_table_names().iter().all(|name| tables.iter().any(|t| t == name));
+        if version == Some(SCHEMA_VERSION) && complete {
+            return Ok(());
+        }
         self.write(|tx| {
-            let tables: Vec<String> = tx.txn.list_tables()?.map(|t| t.name().to_owned()).collect();
-            let version = if tables.iter().any(|t| t == META.name()) {
-                tx.txn.open_table(META)?.get(SCHEMA_VERSION_KEY)?.map(|v| v.value())
-            } else {
-                None
-            };
-            if let Some(old) = check_schema(&self.path, &tables, version)? {
+            if let Some(old) = needs_migration {
                 migrate(tx, old)?;
             }
             // Create every table so read transactions never meet a missing one.
@@ -185,6 +195,21 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// Every table of the current schema, by name.
+fn all_table_names() -> [&'static str; 9] {
+    [
+        META.name(),
+        USERS.name(),
+        USERNAMES.name(),
+        KEYS.name(),
+        KEY_HASHES.name(),
+        USER_KEYS.name(),
+        AUDIT.name(),
+        BUCKETS.name(),
+        SESSIONS.name(),
+    ]
 }
 
 fn builder() -> redb::Builder {

@@ -183,6 +183,42 @@ fn decode_at<T: serde::de::DeserializeOwned>(table: &'static str, key: &str, byt
     })
 }
 
+/// Reads every record of a redb file from elsewhere (a backup being imported). Such a file
+/// may be damaged in ways redb does not expect, so it is copied aside first, opened with
+/// redb's full integrity check (every page checksum), migrated if its schema is older, and
+/// read under a panic guard: a hostile file yields an error, never a crash, and the
+/// original is never written to.
+pub fn read_foreign(path: &Path) -> Result<Vec<Record>, StoreError> {
+    let damaged = |reason: String| StoreError::NotADataFile { path: path.to_owned(), reason };
+    let copy = tempfile::NamedTempFile::new().map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    std::fs::copy(path, copy.path()).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<Record>, StoreError> {
+        let mut db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .open(copy.path())
+            .map_err(|err| open_error(path, err))?;
+        if !db.check_integrity().map_err(|err| open_error(path, err))? {
+            return Err(damaged("it fails redb's integrity check".into()));
+        }
+        drop(db);
+        let store = super::Store::open(copy.path()).map_err(|err| match err {
+            StoreError::NewerSchema { found, .. } => StoreError::NewerSchema { path: path.to_owned(), found },
+            StoreError::NotADataFile { reason, .. } => damaged(reason),
+            other => other,
+        })?;
+        let mut records = Vec::new();
+        store.read()?.for_each_record(|record| {
+            records.push(record);
+            Ok(())
+        })?;
+        Ok(records)
+    }));
+    std::panic::set_hook(quiet);
+    outcome.unwrap_or_else(|_| Err(damaged("redb could not make sense of it".into())))
+}
+
 /// Re-opens a freshly written copy, runs redb's integrity check (every page checksum), and
 /// counts its records by decoding each one.
 pub fn verify_copy(path: &Path, now: Timestamp) -> Result<Counts, StoreError> {
