@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::domain::ratelimit::Decision;
 use crate::domain::{Actor, Denial, Key, KeyId, KeyName, RateLimit, Timestamp, Token, User};
 use crate::limiter::Limiter;
-use crate::store::{Reads, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 mod keys;
 mod sessions;
@@ -152,11 +152,7 @@ impl Service {
     pub fn verify(&self, presented: &str, required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
         let now = Timestamp::from_millis(now_ms);
         let token = Token::parse(presented).map_err(|_| VerifyError::Invalid)?;
-        let read = self.store.read()?;
-        let key = read.key_by_hash(&token.hash())?.ok_or(VerifyError::Invalid)?;
-        let user = read
-            .user(&key.user_id)?
-            .ok_or_else(|| StoreError::Corrupt { table: "users", reason: format!("owner of {} missing", key.id) })?;
+        let (key, user) = self.store.key_and_owner(&token.hash())?.ok_or(VerifyError::Invalid)?;
         key.authorize(user.is_disabled(), required, now)
             .map_err(|denial| VerifyError::Denied { key_id: key.id.clone(), denial })?;
         let rate = if key.rate_limit.is_unlimited() { None } else { Some(self.limiter.check(&key, now_ms)?) };

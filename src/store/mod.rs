@@ -38,6 +38,7 @@
 //! Records are encoded by [`codec`]: a format-version byte, then postcard.
 
 pub mod codec;
+mod hot;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -113,6 +114,7 @@ from_redb!(redb::TransactionError, redb::TableError, redb::StorageError, redb::C
 pub struct Store {
     db: Database,
     path: PathBuf,
+    hot: hot::Hot,
 }
 
 impl Store {
@@ -127,8 +129,9 @@ impl Store {
             vet_read_only(path)?;
         }
         let db = builder().create(path).map_err(|err| open_error(path, err))?;
-        let store = Store { db, path: path.to_owned() };
+        let store = Store { db, path: path.to_owned(), hot: hot::Hot::default() };
         store.prepare_schema()?;
+        store.hot.refresh(&store.db);
         Ok(store)
     }
 
@@ -158,7 +161,14 @@ impl Store {
         let mut wtx = WriteTxn { txn };
         let value = change(&mut wtx)?;
         wtx.txn.commit().map_err(StoreError::from)?;
+        self.hot.refresh(&self.db);
         Ok(value)
+    }
+
+    /// The verification lookup: the key whose token hashes to `hash`, and its owner. Reads
+    /// a shared view that every commit refreshes; see `hot`.
+    pub fn key_and_owner(&self, hash: &KeyHash) -> Result<Option<(Key, User)>, StoreError> {
+        self.hot.key_and_owner(&self.db, hash)
     }
 
     /// Makes sure the file carries the current schema and every table exists. A file that
@@ -325,22 +335,6 @@ pub trait Reads {
         let keys = self.table(KEYS)?;
         let found = keys.get(id.as_str())?;
         found.map(|v| decode("keys", v.value())).transpose()
-    }
-
-    /// The key whose token hashes to `hash`: the verification lookup.
-    fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError> {
-        let id = self.table(KEY_HASHES)?.get(&hash.0)?.map(|v| v.value().to_owned());
-        let Some(id) = id.as_deref().and_then(KeyId::parse) else { return Ok(None) };
-        // The index and the record are written in one transaction, so a hit here must
-        // resolve; compare the hash anyway (in constant time) so a damaged index can never
-        // let one key stand in for another.
-        match self.key(&id)? {
-            Some(key) if blake3::Hash::from(key.hash.0) == blake3::Hash::from(hash.0) => Ok(Some(key)),
-            Some(_) => {
-                Err(StoreError::Corrupt { table: "key_hashes", reason: format!("index entry for {id} disagrees") })
-            }
-            None => Err(StoreError::Corrupt { table: "key_hashes", reason: format!("dangling index entry for {id}") }),
-        }
     }
 
     /// Up to `limit` of the user's keys, newest first, strictly older than `before_seq`.
