@@ -107,9 +107,17 @@ impl Limiter {
     /// Counts one admitted request for `key_id`.
     pub fn record_use(&self, key_id: &KeyId, now_ms: u64) {
         let mut shard = self.usage.shard(key_id);
-        let usage = shard.entry(key_id.clone()).or_default();
-        usage.requests += 1;
-        usage.last_used_ms = usage.last_used_ms.max(now_ms);
+        // Look up before inserting: the common case (a key already counted since the last
+        // flush) then allocates nothing.
+        match shard.get_mut(key_id) {
+            Some(usage) => {
+                usage.requests += 1;
+                usage.last_used_ms = usage.last_used_ms.max(now_ms);
+            }
+            None => {
+                shard.insert(key_id.clone(), Usage { requests: 1, last_used_ms: now_ms });
+            }
+        }
     }
 
     /// Writes every changed bucket and all pending usage in one transaction. On failure
