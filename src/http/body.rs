@@ -21,35 +21,39 @@ pub struct Json<T>(pub T);
 /// A JSON body that may be empty, in which case `T::default()` stands in.
 pub struct OptionalJson<T>(pub T);
 
+type BodyFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ApiError>>>>;
+
+/// Reads the body (at most [`MAX_BODY_BYTES`]) and parses it, or calls `when_empty` if the
+/// body is empty or only whitespace.
+fn read_json<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    when_empty: fn() -> Result<T, ApiError>,
+) -> BodyFuture<T> {
+    let bytes = web::Bytes::from_request(req, payload);
+    Box::pin(async move {
+        let bytes = bytes.await.map_err(payload_error)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) { when_empty() } else { parse(&bytes) }
+    })
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Error = ApiError;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
+    type Future = BodyFuture<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let bytes = web::Bytes::from_request(req, payload);
-        Box::pin(async move {
-            let bytes = bytes.await.map_err(payload_error)?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Err(ApiError::invalid("the request body must be a JSON object"));
-            }
-            parse(&bytes).map(Json)
-        })
+        let body = read_json(req, payload, || Err(ApiError::invalid("the request body must be a JSON object")));
+        Box::pin(async move { body.await.map(Json) })
     }
 }
 
 impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
     type Error = ApiError;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
+    type Future = BodyFuture<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let bytes = web::Bytes::from_request(req, payload);
-        Box::pin(async move {
-            let bytes = bytes.await.map_err(payload_error)?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(OptionalJson(T::default()));
-            }
-            parse(&bytes).map(OptionalJson)
-        })
+        let body = read_json(req, payload, || Ok(T::default()));
+        Box::pin(async move { body.await.map(OptionalJson) })
     }
 }
 
