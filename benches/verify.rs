@@ -116,10 +116,7 @@ fn set_up() -> Fixture {
     assert!(service.verify(&unknown, &[], now_ms).is_err());
     assert_eq!(Token::parse(&malformed).unwrap_err(), iblueprint::domain::TokenError::ChecksumMismatch);
 
-    eprintln!(
-        "verify bench set-up: {KEYS} keys in {TXNS} write transactions took {:.2?}",
-        started.elapsed()
-    );
+    eprintln!("verify bench set-up: {KEYS} keys in {TXNS} write transactions took {:.2?}", started.elapsed());
     Fixture { service, known, unknown, malformed, _dir: dir }
 }
 
@@ -130,9 +127,7 @@ fn bench_verify(c: &mut Criterion) {
 
     let sample = fx.known[0].as_str();
     group.bench_function("parse", |b| b.iter(|| Token::parse(black_box(sample))));
-    group.bench_function("parse_and_hash", |b| {
-        b.iter(|| Token::parse(black_box(sample)).map(|token| token.hash()))
-    });
+    group.bench_function("parse_and_hash", |b| b.iter(|| Token::parse(black_box(sample)).map(|token| token.hash())));
 
     let mut next = 0usize;
     group.bench_function("verify_hit", |b| {
@@ -144,9 +139,7 @@ fn bench_verify(c: &mut Criterion) {
     group.bench_function("verify_unknown_well_formed", |b| {
         b.iter(|| fx.service.verify(black_box(&fx.unknown), &[], now_ms))
     });
-    group.bench_function("verify_malformed", |b| {
-        b.iter(|| fx.service.verify(black_box(&fx.malformed), &[], now_ms))
-    });
+    group.bench_function("verify_malformed", |b| b.iter(|| fx.service.verify(black_box(&fx.malformed), &[], now_ms)));
 
     group.finish();
 }

@@ -6,8 +6,6 @@
 //! RateLimit: "hour";r=99;t=36, "day";r=999;t=87
 //! ```
 
-use std::fmt::Write;
-
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -37,14 +35,62 @@ pub async fn add(
     Ok(response)
 }
 
-/// The two header values for a decision.
+/// The two header values for a decision. Built by hand rather than with `format!`: this
+/// runs on every limited request and the formatting machinery showed up in profiles.
 pub fn render(decision: &Decision) -> (String, String) {
-    let mut policy = String::new();
-    let mut current = String::new();
+    let mut policy = String::with_capacity(64);
+    let mut current = String::with_capacity(64);
     for (i, w) in decision.windows().enumerate() {
-        let sep = if i > 0 { ", " } else { "" };
-        let _ = write!(policy, "{sep}\"{}\";q={};w={}", w.name, w.quota, w.window_seconds);
-        let _ = write!(current, "{sep}\"{}\";r={};t={}", w.name, w.remaining, w.seconds_to_full);
+        if i > 0 {
+            policy.push_str(", ");
+            current.push_str(", ");
+        }
+        policy.push('"');
+        policy.push_str(w.name);
+        policy.push_str("\";q=");
+        push_number(&mut policy, u64::from(w.quota));
+        policy.push_str(";w=");
+        push_number(&mut policy, w.window_seconds);
+        current.push('"');
+        current.push_str(w.name);
+        current.push_str("\";r=");
+        push_number(&mut current, w.remaining);
+        current.push_str(";t=");
+        push_number(&mut current, w.seconds_to_full);
     }
     (policy, current)
+}
+
+fn push_number(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RateLimit;
+    use crate::domain::ratelimit::Buckets;
+
+    #[test]
+    fn headers_follow_the_draft_syntax() {
+        let limit = RateLimit::new(Some(100), Some(1000)).unwrap();
+        let decision = Buckets::default().check(limit, 0);
+        let (policy, current) = render(&decision);
+        assert_eq!(policy, "\"hour\";q=100;w=3600, \"day\";q=1000;w=86400");
+        assert_eq!(current, "\"hour\";r=99;t=36, \"day\";r=999;t=87");
+        let mut zero = String::new();
+        push_number(&mut zero, 0);
+        push_number(&mut zero, u64::MAX);
+        assert_eq!(zero, format!("0{}", u64::MAX));
+    }
 }

@@ -45,8 +45,8 @@ impl Default for ServiceSettings {
 /// key's rate limits stand after this request (`None` for a key without limits).
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub user: User,
-    pub key: Key,
+    pub user: Arc<User>,
+    pub key: Arc<Key>,
     pub rate: Option<Decision>,
 }
 
@@ -157,7 +157,7 @@ impl Service {
             .map_err(|denial| VerifyError::Denied { key_id: key.id.clone(), denial })?;
         let rate = if key.rate_limit.is_unlimited() { None } else { Some(self.limiter.check(&key, now_ms)?) };
         if let Some(decision) = rate.filter(|d| !d.allowed) {
-            return Err(VerifyError::RateLimited { key_id: key.id, decision: Box::new(decision) });
+            return Err(VerifyError::RateLimited { key_id: key.id.clone(), decision: Box::new(decision) });
         }
         self.limiter.record_use(&key.id, now_ms);
         Ok(Principal { user, key, rate })

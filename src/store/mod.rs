@@ -39,6 +39,7 @@
 
 pub mod codec;
 mod hot;
+pub use hot::KeyAndOwner;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -167,7 +168,7 @@ impl Store {
 
     /// The verification lookup: the key whose token hashes to `hash`, and its owner. Reads
     /// a shared view that every commit refreshes; see `hot`.
-    pub fn key_and_owner(&self, hash: &KeyHash) -> Result<Option<(Key, User)>, StoreError> {
+    pub fn key_and_owner(&self, hash: &KeyHash) -> Result<Option<hot::KeyAndOwner>, StoreError> {
         self.hot.key_and_owner(&self.db, hash)
     }
 

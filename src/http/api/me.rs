@@ -22,7 +22,7 @@ struct Me {
 pub async fn me(auth: Authenticated<AnyScope>) -> HttpResponse {
     let principal = auth.principal;
     HttpResponse::Ok()
-        .json(Me { user: UserView::from(&principal.user), key: KeyView::new(&principal.key, Timestamp::now()) })
+        .json(Me { user: UserView::from(&*principal.user), key: KeyView::new(&principal.key, Timestamp::now()) })
 }
 
 /// Any method. `?scope=a&scope=b` names scopes the key must hold. On success: 200, an empty
