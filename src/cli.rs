@@ -27,6 +27,9 @@ pub enum Command {
     /// Manage users directly on the data file (the server must be stopped).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage your own API keys through a running server (reads IBLUEPRINT_API_KEY and
+    /// IBLUEPRINT_URL).
+    Keys(KeysArgs),
     /// Print the version.
     Version,
 }
@@ -150,6 +153,67 @@ pub enum UsersCommand {
         expires_in: Option<String>,
         #[command(flatten)]
         data: DataArg,
+    },
+}
+
+/// `iblueprint keys …`: the HTTP client for a running server (see `src/client.rs`).
+#[derive(Args, Debug)]
+#[command(after_help = "Environment:\n  IBLUEPRINT_API_KEY  the key to act as (required; never printed)\n  \
+IBLUEPRINT_URL      the server, default http://127.0.0.1:8080 (proxy variables are not used)")]
+pub struct KeysArgs {
+    /// Print the server's JSON instead of a table (create and rotate: the whole response,
+    /// secret included).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Trust the CA certificate(s) in this PEM file for https, besides the system's.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Show the key in IBLUEPRINT_API_KEY and its user.
+    Whoami,
+    /// List your keys, newest first (needs keys:read).
+    List,
+    /// Create a key and print its secret (once) on standard output (needs keys:write).
+    Create {
+        /// The key's name (1 to 100 characters).
+        name: String,
+        /// A scope to grant (repeatable); at most those of the key you act as.
+        #[arg(long = "scope", value_name = "S")]
+        scopes: Vec<String>,
+        /// Requests per hour. With neither limit the server's default limits apply; with
+        /// only one, the other period is unlimited.
+        #[arg(long, value_name = "N")]
+        per_hour: Option<u64>,
+        /// Requests per day (see --per-hour).
+        #[arg(long, value_name = "N")]
+        per_day: Option<u64>,
+        /// Expire the key after this long: 30s, 15m, 12h, 7d.
+        #[arg(long, value_name = "DUR")]
+        expires_in: Option<String>,
+    },
+    /// Show one key (needs keys:read).
+    Show {
+        /// The key's id, `key_…`.
+        id: String,
+    },
+    /// Revoke a key, at once and for good (needs keys:write).
+    Revoke {
+        /// The key's id, `key_…`.
+        id: String,
+    },
+    /// Replace a key with a new one of the same name, scopes, limits and expiry, and print
+    /// the new secret (once) on standard output (needs keys:write).
+    Rotate {
+        /// The key's id, `key_…`.
+        id: String,
+        /// Keep the old key working this long (at most 7d): 30s, 15m, 12h, 7d. Default: revoke it now.
+        #[arg(long, value_name = "DUR")]
+        grace: Option<String>,
     },
 }
 

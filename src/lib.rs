@@ -33,12 +33,15 @@
 //!   extractor, JSON bodies, RFC 9457 problems, the request log.
 //! - [`config`]: settings from flags, `IBLUEPRINT_*` variables, a TOML file and defaults.
 //! - [`cli`], [`serve`], [`admin`]: the command line, `serve`, and offline `users …`.
+//! - [`client`]: `keys …`, the HTTP(S) client of a running server (reqwest). It never opens
+//!   the data file; it refuses a malformed key before connecting.
 //! - [`password`]: argon2id hashing. [`telemetry`]: tracing-subscriber set-up.
 //!
 //! ## Invariants, written as absences
 //!
 //! - `domain` never imports actix, redb or the clock.
-//! - Only `store` knows redb; only `http` knows actix.
+//! - Only `store` knows redb; only `http` knows actix (and builds the rustls server config,
+//!   [`http::tls`]); only `client` knows reqwest.
 //! - No secret is ever stored, logged or put in an error: the store holds blake3 hashes,
 //!   `Token` has no `Display`, the request log records key ids and route names only.
 //! - No change is acknowledged before its transaction is fsynced.
@@ -46,6 +49,7 @@
 pub mod admin;
 pub mod backup;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Command::Backup(args) => iblueprint::backup::run(args),
         Command::Import(args) => iblueprint::import::run(args),
         Command::Users(command) => iblueprint::admin::run(command),
+        Command::Keys(args) => iblueprint::client::run(args),
         Command::Version => {
             println!("iblueprint {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -2,6 +2,7 @@
 //! SIGTERM or Ctrl-C, and shut down cleanly.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -19,12 +20,9 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         Overrides { config_file: args.config, listen: args.listen, data: args.data, log_format: args.log_format };
     let config = Config::from_process_env(&overrides).map_err(CliError::usage)?;
     telemetry::init(config.log_format, "info");
-    if let Some(tls) = &config.tls {
-        return Err(CliError::usage(format!(
-            "tls.cert ({}) is set, but this build does not serve TLS yet; unset tls.cert and tls.key, or terminate TLS in a proxy",
-            tls.cert.display()
-        )));
-    }
+    // Before the data file is opened: a bad certificate or key stops start-up at once.
+    let tls = config.tls.as_ref().map(http::tls::load).transpose().map_err(CliError::usage)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     if config.metrics_listen.is_some() {
         tracing::warn!("metrics.listen is set, but this build has no metrics listener yet; ignoring it");
     }
@@ -51,17 +49,18 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         listen: config.listen,
         workers: None,
         pages: PagesConfig { public_url: config.public_url.clone() },
+        tls,
     };
     let public_url = config.public_url.clone();
     actix_web::rt::System::new()
-        .block_on(http::serve(service, options, |addrs| {
+        .block_on(http::serve(Arc::clone(&service), options, |addrs| {
             for addr in addrs {
                 // On stdout, unlike the logs, so scripts and tests can read the bound port.
-                println!("iblueprint listening on http://{addr}");
+                println!("iblueprint listening on {scheme}://{addr}");
             }
             if let (Some(secret), Some(addr)) = (&setup_link, addrs.first()) {
                 // The one place the setup secret is shown: the operator's terminal.
-                let base = public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+                let base = public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
                 println!(
                     "no users yet: open {base}/setup/{} within {} minutes to create the first admin (or run `iblueprint users add NAME --admin`)",
                     secret.expose(),
@@ -72,6 +71,27 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         .with_context(|| format!("serving on {}", config.listen))?;
     // Requests in flight have finished; write the last rate-limit levels and usage.
     flusher.stop();
+    close(service);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Closes the data file cleanly. The server's worker threads let go of the service a moment
+/// after the server future completes; a file dropped by an exiting process instead is left
+/// marked "not shut down cleanly", and the next start pays for a repair pass over it.
+fn close(mut service: Arc<Service>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Arc::try_unwrap(service) {
+            Ok(service) => return drop(service),
+            Err(shared) if Instant::now() < deadline => {
+                service = shared;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => {
+                tracing::warn!("worker threads still hold the data file; it will be repaired at the next start");
+                return;
+            }
+        }
+    }
 }

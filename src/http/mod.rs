@@ -12,12 +12,15 @@ pub mod error;
 pub mod pages;
 mod rate_headers;
 mod request_log;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use actix_web::http::header::STRICT_TRANSPORT_SECURITY;
+use actix_web::middleware::{Condition, DefaultHeaders};
 use actix_web::rt::signal::unix::{SignalKind, signal};
 use actix_web::{App, HttpServer, web};
 
@@ -29,6 +32,8 @@ pub struct ServerOptions {
     pub workers: Option<usize>,
     /// What the settings pages need from the configuration.
     pub pages: pages::PagesConfig,
+    /// Serve HTTPS with this configuration (see [`tls::load`]); `None` serves plain HTTP.
+    pub tls: Option<tls::TlsConfig>,
 }
 
 /// Binds, calls `on_bound` with the real address (port 0 becomes the chosen port), and
@@ -41,6 +46,7 @@ pub async fn serve(
     let data = web::Data::from(service);
     // One for all workers: it holds new secrets between the POST that makes and the GET that shows them.
     let pages = web::Data::new(pages::Pages::new(options.pages));
+    let over_tls = options.tls.is_some();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -48,6 +54,8 @@ pub async fn serve(
             .app_data(body::payload_config())
             .wrap(actix_web::middleware::from_fn(rate_headers::add))
             .wrap(actix_web::middleware::from_fn(request_log::log))
+            // Wrapped last, so outermost: every response over TLS carries it, errors included.
+            .wrap(Condition::new(over_tls, DefaultHeaders::new().add((STRICT_TRANSPORT_SECURITY, tls::HSTS))))
             .configure(api::configure)
             .configure(pages::configure)
             .default_service(web::to(api::not_found))
@@ -60,7 +68,10 @@ pub async fn serve(
     if let Some(workers) = options.workers {
         server = server.workers(workers);
     }
-    let server = server.bind(options.listen)?;
+    let server = match options.tls {
+        Some(tls) => server.bind_rustls_0_23(options.listen, tls.server)?,
+        None => server.bind(options.listen)?,
+    };
     // Both handlers are registered now, synchronously, before the address is announced.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

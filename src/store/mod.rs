@@ -113,9 +113,11 @@ macro_rules! from_redb {
 from_redb!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, redb::SetDurabilityError);
 
 pub struct Store {
+    // Declared first so it is dropped first: its read transaction must end before the
+    // database closes, or redb records the file as not shut down cleanly.
+    hot: hot::Hot,
     db: Database,
     path: PathBuf,
-    hot: hot::Hot,
 }
 
 impl Store {
@@ -130,7 +132,7 @@ impl Store {
             vet_read_only(path)?;
         }
         let db = builder().create(path).map_err(|err| open_error(path, err))?;
-        let store = Store { db, path: path.to_owned(), hot: hot::Hot::default() };
+        let store = Store { hot: hot::Hot::default(), db, path: path.to_owned() };
         store.prepare_schema()?;
         store.hot.refresh(&store.db);
         Ok(store)
