@@ -38,7 +38,11 @@ log "building release binaries"
 WORK=$(mktemp -d -t iblueprint-backup-bench.XXXXXX)
 SERVER_PID=
 cleanup() {
-    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    if [[ -n $SERVER_PID ]]; then
+        # Not our child (it runs in a process substitution): wait for it by pid, bounded.
+        kill "$SERVER_PID" 2>/dev/null || true
+        timeout 15 tail --pid="$SERVER_PID" -f /dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
