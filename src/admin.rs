@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
 
-use crate::cli::{CliError, UsersCommand};
+use crate::cli::{CliError, KeySpecArgs, UsersCommand};
 use crate::domain::{Actor, KeyName, KeySpec, RateLimit, Scopes, Timestamp, Username, time::parse_duration};
 use crate::service::{Service, ServiceError, ServiceSettings};
 use crate::store::Store;
@@ -71,7 +71,12 @@ pub fn run(command: UsersCommand) -> Result<(), CliError> {
             let user = service.set_disabled(&name, false, Actor::Cli, now).map_err(|e| user_error(e, &name))?;
             println!("enabled {}", user.username);
         }
-        UsersCommand::IssueKey { name, key_name, scopes, per_hour, per_day, expires_in, data } => {
+        UsersCommand::IssueKey {
+            name,
+            key_name,
+            spec: KeySpecArgs { scopes, per_hour, per_day, expires_in },
+            data,
+        } => {
             let spec = KeySpec {
                 name: KeyName::parse(&key_name).map_err(|e| CliError::usage(format!("--name: the key name {e}")))?,
                 expires_at: expires_in

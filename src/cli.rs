@@ -86,6 +86,26 @@ pub struct ImportArgs {
     pub dry_run: bool,
 }
 
+/// What a new key may carry, for `users issue-key` and `keys create` alike.
+#[derive(Args, Debug, Clone)]
+pub struct KeySpecArgs {
+    /// A scope to grant (repeatable), e.g. keys:read, keys:write, billing:read. Through
+    /// `keys create`, at most those of the key you act as.
+    #[arg(long = "scope", value_name = "S")]
+    pub scopes: Vec<String>,
+    /// Requests per hour. With only one of the two limits, the other period is unlimited;
+    /// with neither, `users issue-key` makes an unlimited key and `keys create` gets the
+    /// server's default limits.
+    #[arg(long, value_name = "N")]
+    pub per_hour: Option<u64>,
+    /// Requests per day (see --per-hour).
+    #[arg(long, value_name = "N")]
+    pub per_day: Option<u64>,
+    /// Expire the key after this long: 30s, 15m, 12h, 7d.
+    #[arg(long, value_name = "DUR")]
+    pub expires_in: Option<String>,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct DataArg {
     /// The redb data file.
@@ -139,18 +159,8 @@ pub enum UsersCommand {
         /// The key's name.
         #[arg(long = "name", value_name = "KEYNAME")]
         key_name: String,
-        /// A scope to grant (repeatable), e.g. keys:read, keys:write, billing:read.
-        #[arg(long = "scope", value_name = "S")]
-        scopes: Vec<String>,
-        /// Requests per hour (default: unlimited).
-        #[arg(long, value_name = "N")]
-        per_hour: Option<u64>,
-        /// Requests per day (default: unlimited).
-        #[arg(long, value_name = "N")]
-        per_day: Option<u64>,
-        /// Expire the key after this long: 30s, 15m, 12h, 7d.
-        #[arg(long, value_name = "DUR")]
-        expires_in: Option<String>,
+        #[command(flatten)]
+        spec: KeySpecArgs,
         #[command(flatten)]
         data: DataArg,
     },
@@ -182,19 +192,8 @@ pub enum KeysCommand {
     Create {
         /// The key's name (1 to 100 characters).
         name: String,
-        /// A scope to grant (repeatable); at most those of the key you act as.
-        #[arg(long = "scope", value_name = "S")]
-        scopes: Vec<String>,
-        /// Requests per hour. With neither limit the server's default limits apply; with
-        /// only one, the other period is unlimited.
-        #[arg(long, value_name = "N")]
-        per_hour: Option<u64>,
-        /// Requests per day (see --per-hour).
-        #[arg(long, value_name = "N")]
-        per_day: Option<u64>,
-        /// Expire the key after this long: 30s, 15m, 12h, 7d.
-        #[arg(long, value_name = "DUR")]
-        expires_in: Option<String>,
+        #[command(flatten)]
+        spec: KeySpecArgs,
     },
     /// Show one key (needs keys:read).
     Show {

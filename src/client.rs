@@ -38,7 +38,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::cli::{CliError, KeysArgs, KeysCommand};
+use crate::cli::{CliError, KeySpecArgs, KeysArgs, KeysCommand};
 use crate::domain::KeyId;
 use crate::domain::time::parse_duration;
 use crate::domain::token::{self, Token, TokenError};
@@ -78,7 +78,7 @@ impl Action {
         Ok(match command {
             KeysCommand::Whoami => Action::Whoami,
             KeysCommand::List => Action::List,
-            KeysCommand::Create { name, scopes, per_hour, per_day, expires_in } => {
+            KeysCommand::Create { name, spec: KeySpecArgs { scopes, per_hour, per_day, expires_in } } => {
                 let mut body = Map::new();
                 body.insert("name".into(), Value::String(name));
                 body.insert("scopes".into(), json!(scopes));
