@@ -4,9 +4,9 @@
 //! `fcntl` calls, about 2 µs here), and opening a table by name allocates. Verification
 //! runs on every request, so the store keeps one shared read view with the three tables it
 //! needs already open, and replaces it inside [`Store::write`](super::Store::write) right
-//! after each commit. This process is the only writer, so the view is never older than the
-//! last commit that returned: a revocation is visible to every worker before its response
-//! is sent. If a refresh ever fails, the view is dropped and lookups fall back to a fresh
+//! after each commit, under the same lock as the write. This process is the only writer,
+//! so views are installed in commit order and the view is never older than the last commit
+//! that returned: a revocation is visible to every worker before its response is sent. If a refresh ever fails, the view is dropped and lookups fall back to a fresh
 //! transaction each, so a stale view is never served.
 //!
 //! Each view also memoises the decoded records of the keys verified through it. The cache

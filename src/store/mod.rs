@@ -118,6 +118,10 @@ pub struct Store {
     hot: hot::Hot,
     db: Database,
     path: PathBuf,
+    /// Held from `begin_write` until the view is refreshed, so views are installed in commit
+    /// order: without it, a slower writer could put back a view older than a revocation
+    /// another writer has already acknowledged.
+    writer: std::sync::Mutex<()>,
 }
 
 impl Store {
@@ -132,7 +136,7 @@ impl Store {
             vet_read_only(path)?;
         }
         let db = builder().create(path).map_err(|err| open_error(path, err))?;
-        let store = Store { hot: hot::Hot::default(), db, path: path.to_owned() };
+        let store = Store { hot: hot::Hot::default(), db, path: path.to_owned(), writer: std::sync::Mutex::new(()) };
         store.prepare_schema()?;
         store.hot.refresh(&store.db);
         Ok(store)
@@ -159,6 +163,9 @@ impl Store {
     /// Runs `change` in one write transaction and commits it durably (fsync) when it
     /// returns `Ok`. On `Err` nothing is written.
     pub fn write<T, E: From<StoreError>>(&self, change: impl FnOnce(&mut WriteTxn) -> Result<T, E>) -> Result<T, E> {
+        // redb allows one write transaction at a time anyway, so this lock costs nothing
+        // extra; it only extends that exclusion over the view refresh.
+        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut txn = self.db.begin_write().map_err(StoreError::from)?;
         txn.set_durability(Durability::Immediate).map_err(StoreError::from)?;
         let mut wtx = WriteTxn { txn };
