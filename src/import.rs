@@ -181,6 +181,9 @@ pub fn validate(records: &[Record]) -> Result<(), ImportError> {
                 if !hashes.insert(key.hash) {
                     problems.push(format!("key {} has the same hash as another key", key.id));
                 }
+                if key.seq == 0 || key.seq == u64::MAX {
+                    problems.push(format!("key {} has an impossible sequence number {}", key.id, key.seq));
+                }
                 if !seqs.insert((&key.user_id, key.seq)) {
                     problems.push(format!("key {} repeats another key's sequence number", key.id));
                 }

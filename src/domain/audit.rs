@@ -15,6 +15,10 @@ pub enum Actor {
     User(UserId),
     /// The operator on the server's machine: `iblueprint users …`, or the first-run setup link.
     Cli,
+    /// Someone not signed in: a failed sign-in attempt, attributed to nobody (the event's
+    /// `user_id` names the account that was tried, when it exists). Last, so records written
+    /// before it existed decode unchanged.
+    Anonymous,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

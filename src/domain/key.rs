@@ -74,11 +74,29 @@ impl fmt::Display for KeyName {
 #[error("must be a whole number from 1 to 1000000000; leave it out for no limit")]
 pub struct RateLimitError;
 
-/// Requests per hour and per day; `None` is unlimited.
+/// Requests per hour and per day; `None` is unlimited. Deserialising goes through
+/// [`RateLimit::new`], so a stored or imported zero (which the bucket math divides by) is
+/// refused at the door.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawRateLimit")]
 pub struct RateLimit {
     per_hour: Option<u32>,
     per_day: Option<u32>,
+}
+
+/// The wire shape of [`RateLimit`], before validation.
+#[derive(Deserialize)]
+struct RawRateLimit {
+    per_hour: Option<u32>,
+    per_day: Option<u32>,
+}
+
+impl TryFrom<RawRateLimit> for RateLimit {
+    type Error = String;
+    fn try_from(raw: RawRateLimit) -> Result<Self, String> {
+        RateLimit::new(raw.per_hour.map(u64::from), raw.per_day.map(u64::from))
+            .map_err(|(field, err)| format!("rate_limit.{field}: {err}"))
+    }
 }
 
 impl RateLimit {
@@ -306,6 +324,14 @@ mod tests {
         assert!(RateLimit::new(Some(1), None).is_ok());
         assert_eq!(RateLimit::new(Some(0), None), Err(("per_hour", RateLimitError)));
         assert_eq!(RateLimit::new(None, Some(2_000_000_000)), Err(("per_day", RateLimitError)));
+    }
+
+    #[test]
+    fn a_stored_zero_limit_is_refused_when_decoded() {
+        let zero = serde_json::json!({"per_hour": 0, "per_day": null});
+        assert!(serde_json::from_value::<RateLimit>(zero).is_err());
+        let fine = serde_json::json!({"per_hour": 5, "per_day": null});
+        assert_eq!(serde_json::from_value::<RateLimit>(fine).unwrap(), RateLimit::new(Some(5), None).unwrap());
     }
 
     #[test]

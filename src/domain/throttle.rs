@@ -42,8 +42,11 @@ impl Failures {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// Takes back one failure recorded at `at` (a reservation that turned out a success).
+    pub fn forget(&mut self, at: i64) {
+        if let Some(pos) = self.0.iter().rposition(|&t| t == at) {
+            self.0.remove(pos);
+        }
     }
 
     /// Whether every failure has aged out (the entry can be forgotten).

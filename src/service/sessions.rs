@@ -6,7 +6,7 @@
 //! page reveals nothing about which usernames exist.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use getrandom::SysRng;
 
@@ -45,32 +45,77 @@ pub struct SignIn {
 }
 
 /// Failed sign-ins by username and by client address, in memory.
+///
+/// An attempt is counted as a failure *before* its password is checked (a reservation,
+/// taken back on success), so parallel guesses cannot all slip past the limit while argon2
+/// runs. Only real usernames get a bucket (a made-up name cannot succeed anyway, and its
+/// attempts still count against the address), IPv6 addresses count per /64, and neither
+/// map grows past [`MAX_THROTTLE_ENTRIES`]: beyond it new names and addresses go
+/// unrecorded, which argon2's cost makes too slow to exploit.
 #[derive(Default)]
 pub(super) struct LoginGuard {
-    by_username: Mutex<HashMap<String, Failures>>,
+    by_username: Mutex<HashMap<Username, Failures>>,
     by_address: Mutex<HashMap<String, Failures>>,
 }
 
+/// A sign-in attempt in progress, counted as a failure until it succeeds.
+struct Attempt {
+    username: Option<Username>,
+    address: String,
+    at: i64,
+}
+
 impl LoginGuard {
-    fn blocked_for(&self, username: &str, address: &str, now: i64) -> Option<u64> {
+    fn begin(&self, username: Option<&Username>, address: &str, now: i64) -> Result<Attempt, u64> {
+        let address = address_bucket(address);
+        let mut names = lock(&self.by_username);
+        let mut addresses = lock(&self.by_address);
         let by_name =
-            lock(&self.by_username).get_mut(username).and_then(|f| f.blocked_for(MAX_FAILURES_PER_USERNAME, now));
-        let by_addr =
-            lock(&self.by_address).get_mut(address).and_then(|f| f.blocked_for(MAX_FAILURES_PER_ADDRESS, now));
-        by_name.max(by_addr)
+            username.and_then(|u| names.get_mut(u)).and_then(|f| f.blocked_for(MAX_FAILURES_PER_USERNAME, now));
+        let by_addr = addresses.get_mut(&address).and_then(|f| f.blocked_for(MAX_FAILURES_PER_ADDRESS, now));
+        if let Some(wait) = by_name.max(by_addr) {
+            return Err(wait);
+        }
+        if let Some(username) = username {
+            reserve(&mut names, username.clone(), MAX_FAILURES_PER_USERNAME, now);
+        }
+        reserve(&mut addresses, address.clone(), MAX_FAILURES_PER_ADDRESS, now);
+        Ok(Attempt { username: username.cloned(), address, at: now })
     }
 
-    fn record_failure(&self, username: &str, address: &str, now: i64) {
-        for (map, key, limit) in [
-            (&self.by_username, username, MAX_FAILURES_PER_USERNAME),
-            (&self.by_address, address, MAX_FAILURES_PER_ADDRESS),
-        ] {
-            let mut map = lock(map);
-            if map.len() >= MAX_THROTTLE_ENTRIES {
-                map.retain(|_, f| !f.expired(now));
-            }
-            map.entry(key.to_owned()).or_default().record(now, limit);
+    fn succeeded(&self, attempt: &Attempt) {
+        if let Some(username) = &attempt.username
+            && let Some(failures) = lock(&self.by_username).get_mut(username)
+        {
+            failures.forget(attempt.at);
         }
+        if let Some(failures) = lock(&self.by_address).get_mut(&attempt.address) {
+            failures.forget(attempt.at);
+        }
+    }
+}
+
+fn reserve<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Failures>, key: K, limit: usize, now: i64) {
+    if map.len() >= MAX_THROTTLE_ENTRIES && !map.contains_key(&key) {
+        map.retain(|_, f| !f.expired(now));
+        if map.len() >= MAX_THROTTLE_ENTRIES {
+            return;
+        }
+    }
+    map.entry(key).or_default().record(now, limit);
+}
+
+/// The bucket an address counts in: IPv4 as is, IPv6 by its /64 (one site's allocation, so a
+/// host cannot dodge the limit by walking its own prefix).
+fn address_bucket(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or_else(|| address.to_owned(), |v4| v4.to_string()),
+        Ok(ip) => ip.to_string(),
+        Err(_) => address.chars().take(64).collect(),
     }
 }
 
@@ -82,15 +127,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 pub(super) struct SetupLink(Mutex<Option<([u8; 32], Timestamp)>>);
 
-/// A real argon2id hash of a random password, verified against when the user is unknown so
-/// that "no such user" costs the same as "wrong password".
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        let filler = Secret::generate(&mut SysRng).map(|s| s.expose().to_owned()).unwrap_or_else(|_| "x".repeat(43));
-        password::hash(&filler).unwrap_or_default()
-    })
+/// Whether `secret` is the pending setup link and it has not expired (constant-time compare).
+fn link_matches(pending: Option<([u8; 32], Timestamp)>, secret: &Secret, now: Timestamp) -> bool {
+    pending.is_some_and(|(hash, until)| now < until && blake3::Hash::from(hash) == blake3::Hash::from(secret.hash()))
 }
+
+/// An argon2id hash with the production parameters, verified against when the username is
+/// unknown so that "no such user" costs the same as "wrong password". Its result is thrown
+/// away, so which password it hashes does not matter.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$S86P6WIVMXEA9C2Vsg9uOg$KyJldA0yqyxg6JqtbLqKiFpnMVkqwy8HYCfbJ85nuUs";
 
 impl Service {
     /// With no users yet, makes a fresh single-use setup link secret (valid for an hour,
@@ -106,15 +152,13 @@ impl Service {
 
     /// Whether `presented` is the pending, unexpired setup link secret.
     pub fn setup_link_is_valid(&self, presented: &str, now: Timestamp) -> bool {
-        let Some(secret) = Secret::parse(presented) else { return false };
-        match *lock(&self.setup.0) {
-            Some((hash, until)) => now < until && blake3::Hash::from(hash) == blake3::Hash::from(secret.hash()),
-            None => false,
-        }
+        Secret::parse(presented).is_some_and(|secret| link_matches(*lock(&self.setup.0), &secret, now))
     }
 
     /// Creates the first administrator through the setup link and signs them in. The link
-    /// is spent whether or not this succeeds past validation.
+    /// is taken out of the slot while its request runs, so two requests racing with the same
+    /// link cannot both create an admin; it goes back only if the form was refused (a bad
+    /// username or password), so the person can correct it and try again.
     pub fn complete_setup(
         &self,
         presented: &str,
@@ -122,12 +166,25 @@ impl Service {
         password: &str,
         now: Timestamp,
     ) -> Result<SignIn, ServiceError> {
-        if !self.setup_link_is_valid(presented, now) {
-            return Err(ServiceError::NotFound);
-        }
-        let username = Username::parse(username).map_err(|e| ServiceError::invalid("username", e))?;
-        let user = self.add_user(username.as_str(), password, true, Actor::Cli, now)?;
-        *lock(&self.setup.0) = None;
+        let pending = {
+            let mut slot = lock(&self.setup.0);
+            if !Secret::parse(presented).is_some_and(|secret| link_matches(*slot, &secret, now)) {
+                return Err(ServiceError::NotFound);
+            }
+            slot.take()
+        };
+        let created = Username::parse(username)
+            .map_err(|e| ServiceError::invalid("username", e))
+            .and_then(|username| self.add_user(username.as_str(), password, true, Actor::Cli, now));
+        let user = match created {
+            Ok(user) => user,
+            Err(err) => {
+                if matches!(err, ServiceError::Invalid { .. }) {
+                    *lock(&self.setup.0) = pending;
+                }
+                return Err(err);
+            }
+        };
         self.start_session(user, now).map_err(|err| match err {
             LoginError::Service(err) => err,
             other => ServiceError::Conflict(other.to_string()),
@@ -136,26 +193,24 @@ impl Service {
 
     /// Checks a username and password, with throttling per username and per client address.
     pub fn login(&self, username: &str, password: &str, address: &str, now: Timestamp) -> Result<SignIn, LoginError> {
-        let name_key = username.trim().to_ascii_lowercase();
-        if let Some(wait) = self.login_guard.blocked_for(&name_key, address, now.unix()) {
-            return Err(LoginError::Throttled(wait));
-        }
-        let user = match Username::parse(&name_key) {
-            Ok(name) => self.store.read()?.user_by_name(&name)?,
-            Err(_) => None,
+        let name = Username::parse(&username.trim().to_ascii_lowercase()).ok();
+        let attempt = self.login_guard.begin(name.as_ref(), address, now.unix()).map_err(LoginError::Throttled)?;
+        let user = match &name {
+            Some(name) => self.store.read()?.user_by_name(name)?,
+            None => None,
         };
         let matched = match &user {
             Some(user) => password::verify(password, &user.password_hash) && !user.is_disabled(),
             None => {
-                password::verify(password, dummy_hash());
+                password::verify(password, DUMMY_HASH);
                 false
             }
         };
         if !matched {
-            self.login_guard.record_failure(&name_key, address, now.unix());
+            // The attempt's reservation stands as the recorded failure.
             let event = AuditEvent {
                 at: now,
-                actor: user.as_ref().map_or(Actor::Cli, |u| Actor::User(u.id.clone())),
+                actor: Actor::Anonymous,
                 action: Action::LoginFailed,
                 user_id: user.map(|u| u.id),
                 key_id: None,
@@ -163,6 +218,7 @@ impl Service {
             self.store.write(|tx| tx.append_audit(&event))?;
             return Err(LoginError::Invalid);
         }
+        self.login_guard.succeeded(&attempt);
         let user = user.ok_or(LoginError::Invalid)?;
         self.start_session(user, now)
     }
@@ -219,13 +275,12 @@ impl Service {
         if !password::verify(current, &user.password_hash) {
             return Err(ServiceError::invalid("current_password", "is not your current password"));
         }
+        // Changing the password ends every session of the user (in the same transaction);
+        // the caller gets a fresh one so they stay signed in.
         let user = self.set_password(user.username.as_str(), new, Actor::User(user.id.clone()), now)?;
         let secret = Secret::generate(&mut SysRng)?;
         let session = self.new_session(&user, now);
-        self.store.write(|tx| {
-            tx.prune_sessions(now, Some(&user.id))?;
-            tx.put_session(&secret.hash(), &session)
-        })?;
+        self.store.write(|tx| tx.put_session(&secret.hash(), &session))?;
         Ok(SignIn { user, secret })
     }
 
@@ -233,5 +288,35 @@ impl Service {
     pub fn audit_for(&self, viewer: &User, limit: usize) -> Result<Vec<crate::domain::AuditEvent>, ServiceError> {
         let about = if viewer.is_admin { None } else { Some(&viewer.id) };
         Ok(self.store.read()?.audit_events(about, limit)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dummy_hash_is_a_real_argon2id_hash_so_unknown_users_cost_the_same() {
+        assert!(password::verify("correct horse battery", DUMMY_HASH));
+    }
+
+    #[test]
+    fn attempts_count_before_the_password_is_checked_and_a_success_is_taken_back() {
+        let guard = LoginGuard::default();
+        let alice = Username::parse("alice").unwrap();
+        // Five attempts in flight at once: the sixth is refused before any password check.
+        let attempts: Vec<Attempt> = (0..5).map(|_| guard.begin(Some(&alice), "10.0.0.1", 100).unwrap()).collect();
+        assert!(guard.begin(Some(&alice), "10.0.0.2", 100).is_err());
+        // One of them turned out right: its reservation is taken back.
+        guard.succeeded(&attempts[0]);
+        assert!(guard.begin(Some(&alice), "10.0.0.3", 100).is_ok());
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(address_bucket("2001:db8:1:2:aaaa::1"), address_bucket("2001:db8:1:2:bbbb::9"));
+        assert_ne!(address_bucket("2001:db8:1:2::1"), address_bucket("2001:db8:1:3::1"));
+        assert_eq!(address_bucket("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(address_bucket("192.0.2.7"), "192.0.2.7");
     }
 }

@@ -79,7 +79,7 @@ impl Service {
         let action = if disabled { Action::UserDisabled } else { Action::UserEnabled };
         let acting_user = match &actor {
             Actor::User(id) => Some(id.clone()),
-            Actor::Key { .. } | Actor::Cli => None,
+            Actor::Key { .. } | Actor::Cli | Actor::Anonymous => None,
         };
         self.change_user(username, actor, action, now, |user| {
             if disabled && acting_user.as_ref() == Some(&user.id) {
@@ -103,8 +103,10 @@ impl Service {
             let mut user = tx.user_by_name(&username)?.ok_or(ServiceError::NotFound)?;
             change(&mut user)?;
             tx.put_user(&user)?;
-            if user.is_disabled() {
-                // Their sessions would be refused anyway; drop them so none outlives this.
+            if user.is_disabled() || action == Action::PasswordChanged {
+                // In the same transaction as the change: a disabled user's sessions would be
+                // refused anyway, and after a password change (an operator's reset or the
+                // user's own) no session opened with the old password may survive it.
                 tx.prune_sessions(now, Some(&user.id))?;
             }
             tx.append_audit(&user_event(actor, action, &user, now))?;

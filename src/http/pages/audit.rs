@@ -47,8 +47,8 @@ pub async fn list(signed_in: SignedIn, service: web::Data<Service>) -> Result<Ht
 
 fn row(event: &AuditEvent, name: &impl Fn(&UserId) -> String) -> AuditRow {
     let who = match (&event.actor, event.action) {
-        // A failed sign-in for a username that does not exist has nobody behind it.
-        (Actor::Cli, Action::LoginFailed) => "unknown user".to_owned(),
+        // Failed sign-ins have nobody proven behind them (older records used `Cli` for these).
+        (Actor::Anonymous, _) | (Actor::Cli, Action::LoginFailed) => "not signed in".to_owned(),
         (Actor::Cli, _) => "operator".to_owned(),
         (Actor::User(id), _) => name(id),
         (Actor::Key { user_id, key_id }, _) => format!("{} (key {key_id})", name(user_id)),
