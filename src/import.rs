@@ -17,8 +17,10 @@
 //! numbers after the file's own, so they list as newest). Records the file already has are
 //! kept as the file has them. A conflict refuses the whole import: a user id or username
 //! that means another user, a key id with another owner or hash, a key hash under another
-//! id, or a key the backup shows revoked that the file does not (a merge never un-revokes,
-//! and never silently drops a revocation either). Audit events are not merged.
+//! id, a key the backup revokes earlier than the file does (including one the file has not
+//! revoked, or is only rotating), or a user the backup shows disabled and the file does not.
+//! A merge never un-revokes, and never silently drops a revocation or a disabling either.
+//! Audit events are not merged.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -253,6 +255,10 @@ fn plan_merge(incoming: Vec<Record>, existing: &[Record]) -> MergePlan {
                     "username {} is user {} in the backup but user {} in the data file",
                     user.username, user.id, have.id
                 )),
+                (Some(have), _) if user.is_disabled() && !have.is_disabled() => conflicts.push(format!(
+                    "user {} is disabled in the backup but not in the data file; disable them first if that is intended",
+                    user.username
+                )),
                 _ => {}
             },
             Record::Key(key) => match (keys_by_id.get(&key.id), keys_by_hash.get(&key.hash.0)) {
@@ -267,8 +273,8 @@ fn plan_merge(incoming: Vec<Record>, existing: &[Record]) -> MergePlan {
                     "key {} in the backup has the same secret hash as key {} in the data file",
                     key.id, have.id
                 )),
-                (Some(have), _) if key.revoked_at.is_some() && have.revoked_at.is_none() => conflicts.push(format!(
-                    "key {} is revoked in the backup but not in the data file; revoke it first if that is intended",
+                (Some(have), _) if stops_earlier(key.revoked_at, have.revoked_at) => conflicts.push(format!(
+                    "key {} stops working earlier in the backup than in the data file; revoke it first if that is intended",
                     key.id
                 )),
                 _ => {}
@@ -285,6 +291,16 @@ fn plan_merge(incoming: Vec<Record>, existing: &[Record]) -> MergePlan {
         }
     }
     MergePlan { add, conflicts }
+}
+
+/// Whether a revocation time in the backup cuts a key off before the data file's does
+/// (`None` is never).
+fn stops_earlier(backup: Option<Timestamp>, file: Option<Timestamp>) -> bool {
+    match (backup, file) {
+        (Some(backup), Some(file)) => backup < file,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 pub fn run(args: ImportArgs) -> Result<(), CliError> {
@@ -371,4 +387,74 @@ fn write_merge(store: &Store, add: &[Record]) -> Result<(), StoreError> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{KeyName, KeySpec, RateLimit, Scopes, Token};
+
+    fn user(name: &str) -> User {
+        User {
+            id: UserId::generate(&mut getrandom::SysRng).unwrap(),
+            username: Username::parse(name).unwrap(),
+            password_hash: String::new(),
+            is_admin: false,
+            created_at: Timestamp::from_unix(0),
+            disabled_at: None,
+        }
+    }
+
+    fn key(owner: &User) -> Key {
+        let token = Token::generate(&mut getrandom::SysRng).unwrap();
+        let spec = KeySpec {
+            name: KeyName::parse("k").unwrap(),
+            expires_at: None,
+            rate_limit: RateLimit::UNLIMITED,
+            scopes: Scopes::default(),
+        };
+        let mut key = Key::new(
+            KeyId::generate(&mut getrandom::SysRng).unwrap(),
+            owner.id.clone(),
+            &token,
+            spec,
+            Timestamp::from_unix(0),
+        );
+        key.seq = 1;
+        key
+    }
+
+    #[test]
+    fn a_merge_never_keeps_a_key_working_longer_than_the_backup_says() {
+        let alice = user("alice");
+        let mut in_file = key(&alice);
+        in_file.revoked_at = Some(Timestamp::from_unix(5_000)); // rotating until 5000
+        let mut in_backup = in_file.clone();
+        in_backup.revoked_at = Some(Timestamp::from_unix(1_000));
+        let existing = vec![Record::User(alice.clone()), Record::Key(in_file.clone())];
+        let plan = plan_merge(vec![Record::User(alice.clone()), Record::Key(in_backup)], &existing);
+        assert_eq!(plan.conflicts.len(), 1, "{:?}", plan.conflicts);
+        // The other way round (the file already revokes earlier) is fine: the file wins.
+        let mut later = in_file.clone();
+        later.revoked_at = Some(Timestamp::from_unix(9_000));
+        assert!(plan_merge(vec![Record::Key(later)], &existing).conflicts.is_empty());
+    }
+
+    #[test]
+    fn a_merge_never_drops_a_disabling() {
+        let alice = user("alice");
+        let mut disabled = alice.clone();
+        disabled.disabled_at = Some(Timestamp::from_unix(10));
+        let plan = plan_merge(vec![Record::User(disabled)], &[Record::User(alice)]);
+        assert_eq!(plan.conflicts.len(), 1, "{:?}", plan.conflicts);
+        assert!(plan.add.is_empty());
+    }
+
+    #[test]
+    fn impossible_sequence_numbers_are_refused() {
+        let alice = user("alice");
+        let mut broken = key(&alice);
+        broken.seq = u64::MAX;
+        assert!(validate(&[Record::User(alice), Record::Key(broken)]).is_err());
+    }
 }
