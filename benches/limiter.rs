@@ -15,7 +15,7 @@
 //!   the same 1,000 keys (governor reads its own clock, quanta, on every check).
 //! - `iblueprint_1_key`, `governor_1_key`: one key checked over and over: the uncontended
 //!   single-key case.
-//! - `clock_now_millis`: [`Timestamp::now_millis`] alone (the wall-clock read the
+//! - `clock_now_millis`: [`iblueprint::clock::now_millis`] alone (the wall-clock read the
 //!   `iblueprint_*` cases other than `fixed_now` include). In the server the clock is read
 //!   once per request, before verification, and handed down, so a check there costs about
 //!   `iblueprint_1000_keys_fixed_now`; governor reads its own clock (quanta, TSC) inside
@@ -47,7 +47,7 @@ use std::time::SystemTime;
 use criterion::Criterion;
 use getrandom::SysRng;
 use governor::{Quota, RateLimiter};
-use iblueprint::domain::{Key, KeyId, KeyName, KeySpec, RateLimit, Scopes, Timestamp, Token, UserId};
+use iblueprint::domain::{Key, KeyId, KeyName, KeySpec, RateLimit, Scopes, Token, UserId};
 use iblueprint::limiter::Limiter;
 use iblueprint::store::Store;
 
@@ -75,7 +75,7 @@ const BENCHES: &[&str] = &[
 
 fn keys(count: usize, limit: RateLimit) -> Vec<Key> {
     let user = UserId::generate(&mut SysRng).expect("rng");
-    let now = Timestamp::now();
+    let now = iblueprint::clock::now();
     (0..count)
         .map(|_| {
             let token = Token::generate(&mut SysRng).expect("rng");
@@ -93,7 +93,7 @@ fn keys(count: usize, limit: RateLimit) -> Vec<Key> {
 /// A limiter over an empty temporary store, with every key's buckets already in memory.
 fn warm_limiter(store: &Arc<Store>, keys: &[Key]) -> Limiter {
     let limiter = Limiter::new(Arc::clone(store));
-    let now = Timestamp::now_millis();
+    let now = iblueprint::clock::now_millis();
     for key in keys {
         assert!(limiter.check(key, now).expect("check").allowed);
     }
@@ -120,12 +120,12 @@ fn bench_iblueprint(g: &mut Group<'_>, id: &str, limiter: &Limiter, keys: &[Key]
             if i == keys.len() {
                 i = 0;
             }
-            let now = fixed_now.unwrap_or_else(Timestamp::now_millis);
+            let now = fixed_now.unwrap_or_else(iblueprint::clock::now_millis);
             black_box(limiter.check(black_box(&keys[i]), now).expect("check").allowed)
         })
     });
     // Everything measured must have been admitted: a refusal is a different code path.
-    let now = fixed_now.unwrap_or_else(Timestamp::now_millis);
+    let now = fixed_now.unwrap_or_else(iblueprint::clock::now_millis);
     assert!(keys.iter().all(|k| limiter.check(k, now).expect("check").allowed), "{id}: a check was refused");
 }
 
@@ -162,7 +162,13 @@ fn benches(c: &mut Criterion) {
 
     // A fixed instant never refills, but 10⁹ tokens per key outlast any measurement.
     let limiter = warm_limiter(&store, &both_keys);
-    bench_iblueprint(&mut g, "iblueprint_1000_keys_fixed_now", &limiter, &both_keys, Some(Timestamp::now_millis()));
+    bench_iblueprint(
+        &mut g,
+        "iblueprint_1000_keys_fixed_now",
+        &limiter,
+        &both_keys,
+        Some(iblueprint::clock::now_millis()),
+    );
 
     let governor = warm_governor(&both_keys);
     bench_governor(&mut g, "governor_1000_keys", &governor, &both_keys);
@@ -173,7 +179,7 @@ fn benches(c: &mut Criterion) {
     let governor = warm_governor(&one);
     bench_governor(&mut g, "governor_1_key", &governor, &one);
 
-    g.bench_function("clock_now_millis", |b| b.iter(Timestamp::now_millis));
+    g.bench_function("clock_now_millis", |b| b.iter(iblueprint::clock::now_millis));
     g.finish();
 }
 

@@ -61,7 +61,7 @@ fn set_up() -> Fixture {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("bench.redb")).expect("open store");
-    let now_ms = Timestamp::now_millis();
+    let now_ms = iblueprint::clock::now_millis();
     let now = Timestamp::from_millis(now_ms);
 
     let user = User {
@@ -122,7 +122,7 @@ fn set_up() -> Fixture {
 
 fn bench_verify(c: &mut Criterion) {
     let fx = set_up();
-    let now_ms = Timestamp::now_millis();
+    let now_ms = iblueprint::clock::now_millis();
     let mut group = c.benchmark_group("verify");
 
     let sample = fx.known[0].as_str();

@@ -7,12 +7,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::Context;
 
 use crate::cli::{CliError, KeySpecArgs, UsersCommand};
-use crate::domain::{Actor, KeyName, KeySpec, RateLimit, Scopes, Timestamp, Username, time::parse_duration};
+use crate::domain::{Actor, KeyName, KeySpec, RateLimit, Scopes, Username, time::parse_duration};
 use crate::service::{Service, ServiceError, ServiceSettings};
 use crate::store::Store;
 
 pub fn run(command: UsersCommand) -> Result<(), CliError> {
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     match command {
         UsersCommand::Add { name, admin, password_stdin, data } => {
             // A new data file is created only once the password is known to be acceptable,

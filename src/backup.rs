@@ -23,7 +23,7 @@ use crate::store::SCHEMA_VERSION;
 use crate::store::snapshot::{Counts, ReadOnlyStore, verify_copy};
 
 pub fn run(args: BackupArgs) -> Result<(), CliError> {
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let out = &args.out;
     if out.exists() && !args.force {
         return Err(CliError::usage(format!("{} already exists; pass --force to replace it", out.display())));

@@ -304,7 +304,7 @@ fn stops_earlier(backup: Option<Timestamp>, file: Option<Timestamp>) -> bool {
 }
 
 pub fn run(args: ImportArgs) -> Result<(), CliError> {
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let target = &args.data.data;
     let runtime = |e: ImportError| CliError::Runtime(anyhow::anyhow!("{}: {e}", args.file.display()));
     let records = read_backup(&args.file).map_err(runtime)?;

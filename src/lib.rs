@@ -35,6 +35,7 @@
 //! - [`cli`], [`serve`], [`admin`]: the command line, `serve`, and offline `users …`.
 //! - [`client`]: `keys …`, the HTTP(S) client of a running server (reqwest). It never opens
 //!   the data file; it refuses a malformed key before connecting.
+//! - [`clock`]: the wall clock, read by the shell only and passed down as a value.
 //! - [`password`]: argon2id hashing. [`telemetry`]: tracing-subscriber set-up.
 //!
 //! ## Invariants, written as absences
@@ -50,6 +51,7 @@ pub mod admin;
 pub mod backup;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;

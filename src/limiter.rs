@@ -191,7 +191,7 @@ impl Limiter {
 
     fn flush_and_log(&self) {
         let started = Instant::now();
-        match self.flush(Timestamp::now_millis()) {
+        match self.flush(crate::clock::now_millis()) {
             Ok(stats) if stats == FlushStats::default() => {}
             Ok(stats) => tracing::debug!(
                 buckets = stats.buckets,
@@ -333,7 +333,7 @@ mod tests {
         let (_dir, store, key) = setup(limit);
         let limiter = Arc::new(Limiter::new(Arc::clone(&store)));
         let flusher = limiter.start_flusher(Duration::from_secs(3600)).unwrap();
-        assert!(limiter.check(&key, Timestamp::now_millis()).unwrap().allowed);
+        assert!(limiter.check(&key, crate::clock::now_millis()).unwrap().allowed);
         flusher.stop();
         assert!(store.read().unwrap().buckets(&key.limit_id).unwrap().is_some());
     }

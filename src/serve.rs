@@ -8,7 +8,6 @@ use anyhow::Context;
 
 use crate::cli::{CliError, ServeArgs};
 use crate::config::{Config, Overrides};
-use crate::domain::Timestamp;
 use crate::http::pages::PagesConfig;
 use crate::http::{self, ServerOptions};
 use crate::service::{SETUP_LINK_SECONDS, Service, ServiceSettings};
@@ -37,7 +36,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     let service = Arc::new(Service::new(store, settings));
     let flusher = service.limiter().start_flusher(config.flush_interval).context("starting the flush thread")?;
     tracing::info!(data = %config.data.display(), users, "data file open");
-    let setup_link = service.open_setup_link(Timestamp::now()).map_err(|e| CliError::Runtime(e.into()))?;
+    let setup_link = service.open_setup_link(crate::clock::now()).map_err(|e| CliError::Runtime(e.into()))?;
     if setup_link.is_some() {
         // The link itself holds a secret and goes to stdout only, never to the log.
         tracing::warn!(
@@ -52,8 +51,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         tls,
     };
     let public_url = config.public_url.clone();
-    actix_web::rt::System::new()
-        .block_on(http::serve(Arc::clone(&service), options, |addrs| {
+    http::run(Arc::clone(&service), options, |addrs| {
             for addr in addrs {
                 // On stdout, unlike the logs, so scripts and tests can read the bound port.
                 println!("iblueprint listening on {scheme}://{addr}");
@@ -67,8 +65,8 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
                     SETUP_LINK_SECONDS / 60
                 );
             }
-        }))
-        .with_context(|| format!("serving on {}", config.listen))?;
+    })
+    .with_context(|| format!("serving on {}", config.listen))?;
     // Requests in flight have finished; write the last rate-limit levels and usage.
     flusher.stop();
     close(service);

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use getrandom::SysRng;
-use iblueprint::domain::{Key, KeyId, KeyName, KeySpec, RateLimit, Scopes, Timestamp, Token, User, UserId, Username};
+use iblueprint::domain::{Key, KeyId, KeyName, KeySpec, RateLimit, Scopes, Token, User, UserId, Username};
 use iblueprint::store::Store;
 
 /// Keys per write transaction.
@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
 
     let store = Store::open(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
-    let now = Timestamp::now();
+    let now = iblueprint::clock::now();
     // Nobody signs in as this user; the password exists only to be hashed like a real one.
     let password = Token::generate(&mut SysRng).context("the OS random number generator failed")?;
     let password_hash = iblueprint::password::hash(password.expose_secret()).context("hashing the password")?;

@@ -1,7 +1,7 @@
 //! Time as the domain sees it: whole seconds since the Unix epoch, passed in by the caller.
 //!
 //! Nothing in `domain` reads the clock; the shell (HTTP handlers, CLI) calls
-//! [`Timestamp::now`] once per operation and hands the value down, which keeps every rule
+//! `crate::clock::now` once per operation and hands the value down, which keeps every rule
 //! testable with any instant. Whole seconds match the RFC 3339 strings the API shows.
 
 use std::fmt;
@@ -40,11 +40,6 @@ impl Timestamp {
         Timestamp(seconds.clamp(0, MAX_SECONDS))
     }
 
-    /// The wall clock. Only the shell calls this.
-    pub fn now() -> Self {
-        Timestamp::from_unix(OffsetDateTime::now_utc().unix_timestamp())
-    }
-
     /// The whole second containing `ms` milliseconds since the epoch.
     pub fn from_millis(ms: u64) -> Self {
         Timestamp::from_unix(i64::try_from(ms / 1000).unwrap_or(i64::MAX))
@@ -57,14 +52,6 @@ impl Timestamp {
     pub fn plus_seconds(self, seconds: u64) -> Self {
         let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
         Timestamp::from_unix(self.0.saturating_add(seconds))
-    }
-
-    /// Milliseconds since the epoch, from the wall clock. Only the shell calls this: rate
-    /// limits need sub-second precision and must survive restarts, so not a monotonic clock.
-    pub fn now_millis() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Parses an RFC 3339 date-time with any offset, e.g. `2027-01-31T12:00:00Z`.

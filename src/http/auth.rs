@@ -14,7 +14,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use super::error::ApiError;
 use crate::domain::ratelimit::Decision;
-use crate::domain::{KeyId, Scope, Timestamp};
+use crate::domain::{KeyId, Scope};
 use crate::service::{Principal, Service, VerifyError};
 
 /// The scopes a handler needs, as a type.
@@ -70,7 +70,7 @@ pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, A
         .app_data::<web::Data<Service>>()
         .ok_or_else(|| ApiError::unexpected(anyhow::anyhow!("service missing from app data")))?;
     let presented = bearer_token(req)?;
-    match service.verify(presented, required, Timestamp::now_millis()) {
+    match service.verify(presented, required, crate::clock::now_millis()) {
         Ok(principal) => {
             let mut extensions = req.extensions_mut();
             extensions.insert(PresentedKeyId(principal.key.id.clone()));

@@ -36,6 +36,11 @@ pub struct ServerOptions {
     pub tls: Option<tls::TlsConfig>,
 }
 
+/// Runs the server on its own actix runtime on this thread until it stops; see [`serve`].
+pub fn run(service: Arc<Service>, options: ServerOptions, on_bound: impl FnOnce(&[SocketAddr])) -> std::io::Result<()> {
+    actix_web::rt::System::new().block_on(serve(service, options, on_bound))
+}
+
 /// Binds, calls `on_bound` with the real address (port 0 becomes the chosen port), and
 /// serves until SIGTERM or Ctrl-C, then finishes requests in flight and returns.
 pub async fn serve(

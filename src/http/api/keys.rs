@@ -86,7 +86,7 @@ pub async fn list(
             .ok_or_else(|| ApiError::invalid(format!("limit: must be a whole number from 1 to {MAX_PAGE}")))?,
     };
     let page = service.list_keys(&auth.principal.user.id, query.cursor.as_deref(), limit)?;
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     Ok(HttpResponse::Ok().json(KeyList {
         keys: page.keys.iter().map(|k| KeyView::new(k, now)).collect(),
         next_cursor: page.next_cursor,
@@ -98,7 +98,7 @@ pub async fn create(
     service: web::Data<Service>,
     Json(body): Json<CreateKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let spec = KeySpec {
         name: KeyName::parse(&body.name).map_err(|e| ApiError::invalid(format!("name: {e}")))?,
         expires_at: expiry(body.expires_at.as_deref(), body.expires_in, now)?,
@@ -123,7 +123,7 @@ pub async fn show(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let key = service.key_of(&auth.principal.user.id, &id)?;
-    Ok(HttpResponse::Ok().json(KeyView::new(&key, Timestamp::now())))
+    Ok(HttpResponse::Ok().json(KeyView::new(&key, crate::clock::now())))
 }
 
 pub async fn update(
@@ -141,7 +141,7 @@ pub async fn update(
             .map_err(|e| ApiError::invalid(format!("name: {e}")))?,
         rate_limit: body.rate_limit.map(rate_limit).transpose()?,
     };
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let principal = auth.principal;
     let key = web::block(move || service.update_key(&principal.user.id, &id, patch, principal.actor(), now)).await??;
     Ok(HttpResponse::Ok().json(KeyView::new(&key, now)))
@@ -153,7 +153,7 @@ pub async fn revoke(
     id: web::Path<String>,
     _body: OptionalJson<RevokeKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let principal = auth.principal;
     let key = web::block(move || service.revoke_key(&principal.user.id, &id, principal.actor(), now)).await??;
     Ok(HttpResponse::Ok().json(KeyView::new(&key, now)))
@@ -165,7 +165,7 @@ pub async fn rotate(
     id: web::Path<String>,
     OptionalJson(body): OptionalJson<RotateKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let principal = auth.principal;
     let (NewKey { key, token }, previous) = web::block(move || {
         service.rotate_key(

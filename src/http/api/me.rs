@@ -4,8 +4,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::views::{KeyView, UserView};
+use crate::domain::Scope;
 use crate::domain::token::redact;
-use crate::domain::{Scope, Timestamp};
 use crate::http::auth::{AnyScope, Authenticated, authenticate};
 use crate::http::error::ApiError;
 
@@ -22,7 +22,7 @@ struct Me {
 pub async fn me(auth: Authenticated<AnyScope>) -> HttpResponse {
     let principal = auth.principal;
     HttpResponse::Ok()
-        .json(Me { user: UserView::from(&*principal.user), key: KeyView::new(&principal.key, Timestamp::now()) })
+        .json(Me { user: UserView::from(&*principal.user), key: KeyView::new(&principal.key, crate::clock::now()) })
 }
 
 /// Any method. `?scope=a&scope=b` names scopes the key must hold. On success: 200, an empty

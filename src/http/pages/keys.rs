@@ -132,7 +132,7 @@ fn keys_page(
         Err(ServiceError::Invalid { .. }) => return Err(PageError::BadRequest("That page of keys does not exist.")),
         Err(err) => return Err(err.into()),
     };
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let page = KeysPage {
         chrome,
         keys: page.keys.iter().map(|k| KeyRow::new(k, now)).collect(),
@@ -167,7 +167,7 @@ pub async fn create(
     pages: web::Data<Pages>,
     SessionForm { signed_in, form }: SessionForm<KeyFormValues>,
 ) -> Result<HttpResponse, PageError> {
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let mut errors = FieldErrors::default();
     let spec = validate(&form, now, &mut errors);
     let mut form_error = None;
@@ -271,7 +271,7 @@ pub async fn secret(
     id: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
     let key = service.key_of(&signed_in.user.id, &id)?;
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let row = KeyRow::new(&key, now);
     let Some(Pending { token, origin, .. }) = pages.reveals.take(&signed_in.secret, &id) else {
         return html(StatusCode::OK, &SecretGonePage { chrome: signed_in.chrome("keys"), key: row });
@@ -302,7 +302,7 @@ pub async fn confirm_revoke(
     id: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
     let key = service.key_of(&signed_in.user.id, &id)?;
-    let page = RevokePage { chrome: signed_in.chrome("keys"), key: KeyRow::new(&key, Timestamp::now()) };
+    let page = RevokePage { chrome: signed_in.chrome("keys"), key: KeyRow::new(&key, crate::clock::now()) };
     html(StatusCode::OK, &page)
 }
 
@@ -311,7 +311,7 @@ pub async fn revoke(
     id: web::Path<String>,
     SessionForm { signed_in, .. }: SessionForm<Empty>,
 ) -> Result<HttpResponse, PageError> {
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let (owner, actor, id) = (signed_in.user.id.clone(), signed_in.actor(), id.into_inner());
     web::block(move || service.revoke_key(&owner, &id, actor, now)).await??;
     Ok(see_other("/settings/keys?notice=key_revoked").finish())
@@ -327,7 +327,7 @@ pub async fn rotate(
         "" => 0,
         raw => raw.parse().map_err(|_| PageError::BadRequest("The grace period must be a number of seconds."))?,
     };
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let (owner, actor, id) = (signed_in.user.id.clone(), signed_in.actor(), id.into_inner());
     let worker = service.clone();
     match web::block(move || worker.rotate_key(&owner, &id, grace, None, actor, now)).await? {

@@ -14,7 +14,6 @@ use super::guard::{AnonForm, Empty, SessionForm};
 use super::session::{self, MaybeSignedIn, SESSION_COOKIE};
 use super::view::{Chrome, When, notice};
 use super::{html, peer, respond, see_other};
-use crate::domain::Timestamp;
 use crate::service::{LoginError, Service};
 
 pub const MISMATCH: &str = "That username and password do not match.";
@@ -74,7 +73,7 @@ pub async fn submit(
     AnonForm { form_secret, form }: AnonForm<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
     let address = peer::client_address(&req);
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let LoginForm { username, password } = form;
     let typed = username.clone();
     let outcome = web::block(move || service.login(&username, &password, &address, now)).await?;

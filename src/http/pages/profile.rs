@@ -11,7 +11,6 @@ use super::guard::SessionForm;
 use super::session::{self, SignedIn};
 use super::view::{Chrome, FieldErrors, When, notice, sentence};
 use super::{html, see_other};
-use crate::domain::Timestamp;
 use crate::password;
 use crate::service::{Service, ServiceError};
 
@@ -69,7 +68,7 @@ pub async fn change_password(
     if new_password != repeat_password {
         errors.add("repeat_password", "The two new passwords do not match.");
     } else {
-        let (id, now) = (signed_in.user.id.clone(), Timestamp::now());
+        let (id, now) = (signed_in.user.id.clone(), crate::clock::now());
         match web::block(move || service.change_own_password(&id, &current_password, &new_password, now)).await? {
             Ok(sign_in) => {
                 let cookie = session::session_cookie(&req, &sign_in.secret)?;

@@ -20,7 +20,7 @@ use super::error::PageError;
 use super::view::Chrome;
 use super::{Pages, peer};
 use crate::domain::session::Secret;
-use crate::domain::{Actor, Timestamp, User};
+use crate::domain::{Actor, User};
 use crate::service::Service;
 
 pub const SESSION_COOKIE: &str = "ibp_session";
@@ -60,7 +60,7 @@ pub fn pages(req: &HttpRequest) -> Result<&web::Data<Pages>, PageError> {
 /// The session behind the request's cookie, if it is live.
 fn lookup(req: &HttpRequest) -> Result<Option<SignedIn>, PageError> {
     let Some(secret) = req.cookie(SESSION_COOKIE).and_then(|c| Secret::parse(c.value())) else { return Ok(None) };
-    let user = service(req)?.session_user(&secret, Timestamp::now())?;
+    let user = service(req)?.session_user(&secret, crate::clock::now())?;
     Ok(user.map(|user| SignedIn { user, secret }))
 }
 

@@ -14,7 +14,7 @@ use super::guard::AnonForm;
 use super::session;
 use super::view::{Chrome, FieldErrors, sentence};
 use super::{html, respond, see_other};
-use crate::domain::{Timestamp, Username};
+use crate::domain::Username;
 use crate::password;
 use crate::service::{Service, ServiceError};
 
@@ -43,7 +43,7 @@ pub async fn show(
     service: web::Data<Service>,
     secret: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    if !service.setup_link_is_valid(&secret, Timestamp::now()) {
+    if !service.setup_link_is_valid(&secret, crate::clock::now()) {
         return Err(PageError::SetupLinkInvalid);
     }
     let (form_secret, cookie) = session::form_secret(&req)?;
@@ -67,7 +67,7 @@ pub async fn submit(
     secret: web::Path<String>,
     AnonForm { form_secret, form }: AnonForm<SetupForm>,
 ) -> Result<HttpResponse, PageError> {
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     if !service.setup_link_is_valid(&secret, now) {
         return Err(PageError::SetupLinkInvalid);
     }

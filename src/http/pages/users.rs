@@ -12,7 +12,7 @@ use super::guard::{Empty, SessionForm};
 use super::session::{Admin, SignedIn};
 use super::view::{Chrome, FieldErrors, When, initials, notice, sentence};
 use super::{html, see_other};
-use crate::domain::{Timestamp, User, Username};
+use crate::domain::{User, Username};
 use crate::password;
 use crate::service::{Service, ServiceError};
 
@@ -101,7 +101,7 @@ pub async fn add(
     let AddUserForm { username, password, is_admin } = form;
     let username = username.trim().to_owned();
     let is_admin = is_admin.is_some();
-    let (name, actor, now, worker) = (username.clone(), admin.actor(), Timestamp::now(), service.clone());
+    let (name, actor, now, worker) = (username.clone(), admin.actor(), crate::clock::now(), service.clone());
     let mut errors = FieldErrors::default();
     let mut form_error = None;
     // The service decides; asking the same rules first lets one answer name every bad field.
@@ -162,7 +162,7 @@ async fn set_disabled(
 ) -> Result<HttpResponse, PageError> {
     let admin = require_admin(signed_in)?;
     let user = service.user_by_id(&id)?;
-    let (actor, now, worker) = (admin.actor(), Timestamp::now(), service.clone());
+    let (actor, now, worker) = (admin.actor(), crate::clock::now(), service.clone());
     let name = user.username.to_string();
     match web::block(move || worker.set_disabled(&name, disabled, actor, now)).await? {
         Ok(_) if disabled => Ok(see_other("/settings/users?notice=user_disabled").finish()),
