@@ -146,15 +146,6 @@ impl Buckets {
             day: day.map(|(w, b)| w.state(b)),
         }
     }
-
-    /// The levels as they stand at `now_ms` without taking anything, e.g. after a limit change.
-    pub fn peek(&self, limit: RateLimit, now_ms: u64) -> Buckets {
-        let (hour_window, day_window) = windows(limit);
-        Buckets {
-            hour: hour_window.map(|w| w.refill(self.hour, now_ms)),
-            day: day_window.map(|w| w.refill(self.day, now_ms)),
-        }
-    }
 }
 
 #[cfg(test)]

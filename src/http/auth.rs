@@ -2,8 +2,9 @@
 //!
 //! A handler that takes `Authenticated<KeysWrite>` cannot run unless the request carried a
 //! valid key holding `keys:write`; forgetting the check is a compile error, not a review
-//! comment. The check itself is [`Service::verify`]: it reads the store on every request, so
-//! a revocation committed by any worker is seen by the very next request in every worker.
+//! comment. The check itself is [`Service::verify`]: it reads the store's shared view, which
+//! every commit replaces before it returns, so a revocation committed by any worker is seen
+//! by the very next request in every worker.
 
 use std::future::{Ready, ready};
 use std::marker::PhantomData;

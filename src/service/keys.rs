@@ -85,6 +85,10 @@ impl Service {
         now: Timestamp,
     ) -> Result<Key, ServiceError> {
         let id = KeyId::parse(id).ok_or(ServiceError::NotFound)?;
+        if patch.name.is_none() && patch.rate_limit.is_none() {
+            // Nothing to change: answer the key without a write or an audit event.
+            return owned_key(&self.store.read()?, owner, &id);
+        }
         self.store.write(|tx| {
             let mut key = owned_key(tx, owner, &id)?;
             if let Some(name) = patch.name {

@@ -445,16 +445,23 @@ impl WriteTxn {
 
     /// Stores a new key, giving it the next sequence number (its place in "newest first").
     pub fn insert_key(&mut self, key: &mut Key) -> Result<(), StoreError> {
-        let seq = {
-            let mut meta = self.txn.open_table(META)?;
-            let seq = meta.get(NEXT_KEY_SEQ)?.map_or(1, |v| v.value());
-            meta.insert(NEXT_KEY_SEQ, seq + 1)?;
-            seq
-        };
-        key.seq = seq;
+        key.seq = self.take_key_seq()?;
+        self.put_key_with_indexes(key)
+    }
+
+    /// Writes a key record and both of its index entries, keeping its sequence number.
+    fn put_key_with_indexes(&mut self, key: &Key) -> Result<(), StoreError> {
         self.txn.open_table(KEY_HASHES)?.insert(&key.hash.0, key.id.as_str())?;
-        self.txn.open_table(USER_KEYS)?.insert((key.user_id.as_str(), seq), key.id.as_str())?;
+        self.txn.open_table(USER_KEYS)?.insert((key.user_id.as_str(), key.seq), key.id.as_str())?;
         self.update_key(key)
+    }
+
+    /// The next free key sequence number.
+    pub fn take_key_seq(&mut self) -> Result<u64, StoreError> {
+        let mut meta = self.txn.open_table(META)?;
+        let seq = meta.get(NEXT_KEY_SEQ)?.map_or(1, |v| v.value());
+        meta.insert(NEXT_KEY_SEQ, seq + 1)?;
+        Ok(seq)
     }
 
     /// Replaces a key's record. Its id, owner, hash and sequence never change.

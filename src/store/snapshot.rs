@@ -100,10 +100,6 @@ impl ReadTxn {
         }
     }
 
-    pub fn next_key_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.meta(NEXT_KEY_SEQ)?.unwrap_or(1))
-    }
-
     /// Calls `visit` with every record, users first, then keys, buckets and audit events.
     /// Each record is decoded (and so validated) on the way; a bad one stops the walk with
     /// an error naming its table and key.
@@ -240,15 +236,13 @@ impl WriteTxn {
         match record {
             Record::User(user) => self.put_user(user),
             Record::Key(key) => {
-                self.txn.open_table(KEY_HASHES)?.insert(&key.hash.0, key.id.as_str())?;
-                self.txn.open_table(USER_KEYS)?.insert((key.user_id.as_str(), key.seq), key.id.as_str())?;
                 let mut meta = self.txn.open_table(META)?;
                 let next = meta.get(NEXT_KEY_SEQ)?.map_or(1, |v| v.value());
                 if key.seq >= next {
-                    meta.insert(NEXT_KEY_SEQ, key.seq + 1)?;
+                    meta.insert(NEXT_KEY_SEQ, key.seq.saturating_add(1))?;
                 }
                 drop(meta);
-                self.update_key(key)
+                self.put_key_with_indexes(key)
             }
             Record::Buckets { limit_id, buckets } => self.put_buckets(limit_id, buckets),
             Record::Audit { seq, event } => {
@@ -256,14 +250,6 @@ impl WriteTxn {
                 Ok(())
             }
         }
-    }
-
-    /// The next free key sequence number, for keys added by a merge.
-    pub fn take_key_seq(&mut self) -> Result<u64, StoreError> {
-        let mut meta = self.txn.open_table(META)?;
-        let seq = meta.get(NEXT_KEY_SEQ)?.map_or(1, |v| v.value());
-        meta.insert(NEXT_KEY_SEQ, seq + 1)?;
-        Ok(seq)
     }
 }
 
