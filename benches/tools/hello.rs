@@ -12,10 +12,8 @@
 //! `hello listening on http://ADDR` on stdout once bound, as `iblueprint serve` does.
 
 use std::net::SocketAddr;
-use std::task::Poll;
 use std::time::Duration;
 
-use actix_web::rt::signal::unix::{SignalKind, signal};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::{Context, bail};
 
@@ -42,25 +40,15 @@ fn main() -> anyhow::Result<()> {
             // The same timeouts as `iblueprint serve`; the worker count is left at the default.
             .shutdown_timeout(30)
             .client_request_timeout(Duration::from_secs(10))
-            // As in `iblueprint serve`: our own SIGTERM/SIGINT handlers, registered before the
-            // address is announced, so a SIGTERM right after the "listening" line (the
-            // start-up measurement sends one) is a clean stop, not the default kill.
+            // As in `iblueprint serve` (and through the same function): SIGTERM/SIGINT handlers
+            // registered before the address is announced, so a SIGTERM right after the
+            // "listening" line (the start-up measurement sends one) is a clean stop.
             .disable_signals()
             .bind(listen)
             .with_context(|| format!("binding {listen}"))?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
         let addrs = server.addrs();
         let running = server.run();
-        let handle = running.handle();
-        actix_web::rt::spawn(async move {
-            std::future::poll_fn(|cx| match (terminate.poll_recv(cx), interrupt.poll_recv(cx)) {
-                (Poll::Pending, Poll::Pending) => Poll::Pending,
-                _ => Poll::Ready(()),
-            })
-            .await;
-            handle.stop(true).await;
-        });
+        iblueprint::http::stop_on_signal(&running)?;
         for addr in addrs {
             println!("hello listening on http://{addr}");
         }

@@ -36,6 +36,29 @@ pub struct ServerOptions {
     pub tls: Option<tls::TlsConfig>,
 }
 
+/// Stops `server` gracefully (requests in flight finish) on SIGTERM or Ctrl-C.
+///
+/// Both handlers are registered before this returns, so call it before announcing the
+/// address: actix installs its own handlers only once the server runs, and a SIGTERM in
+/// between would kill the process. Build the server with `disable_signals()`, and call this
+/// inside its actix runtime. The hello-world baseline of the benchmarks uses it too, so both
+/// shut down alike.
+pub fn stop_on_signal(server: &actix_web::dev::Server) -> std::io::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        std::future::poll_fn(|cx| match (terminate.poll_recv(cx), interrupt.poll_recv(cx)) {
+            (Poll::Pending, Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(()),
+        })
+        .await;
+        tracing::info!("shutdown requested: finishing requests in flight");
+        handle.stop(true).await;
+    });
+    Ok(())
+}
+
 /// Runs the server on its own actix runtime on this thread until it stops; see [`serve`].
 pub fn run(service: Arc<Service>, options: ServerOptions, on_bound: impl FnOnce(&[SocketAddr])) -> std::io::Result<()> {
     actix_web::rt::System::new().block_on(serve(service, options, on_bound))
@@ -67,8 +90,7 @@ pub async fn serve(
     })
     .shutdown_timeout(30)
     .client_request_timeout(Duration::from_secs(10))
-    // We install our own handlers below, before announcing the address: actix's own are
-    // set up only once the server runs, and a SIGTERM in between would kill the process.
+    // Our own handlers instead (see `stop_on_signal`), registered before the address is announced.
     .disable_signals();
     if let Some(workers) = options.workers {
         server = server.workers(workers);
@@ -77,21 +99,9 @@ pub async fn serve(
         Some(tls) => server.bind_rustls_0_23(options.listen, tls.server)?,
         None => server.bind(options.listen)?,
     };
-    // Both handlers are registered now, synchronously, before the address is announced.
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     let addrs = server.addrs();
     let running = server.run();
-    let handle = running.handle();
-    actix_web::rt::spawn(async move {
-        std::future::poll_fn(|cx| match (terminate.poll_recv(cx), interrupt.poll_recv(cx)) {
-            (Poll::Pending, Poll::Pending) => Poll::Pending,
-            _ => Poll::Ready(()),
-        })
-        .await;
-        tracing::info!("shutdown requested: finishing requests in flight");
-        handle.stop(true).await;
-    });
+    stop_on_signal(&running)?;
     on_bound(&addrs);
     running.await
 }
