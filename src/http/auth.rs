@@ -8,6 +8,7 @@
 
 use std::future::{Ready, ready};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -15,7 +16,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use super::error::ApiError;
 use crate::domain::ratelimit::Decision;
-use crate::domain::{KeyId, Scope};
+use crate::domain::{Key, Scope};
 use crate::service::{Principal, Service, VerifyError};
 
 /// The scopes a handler needs, as a type.
@@ -47,9 +48,10 @@ pub struct Authenticated<S: ScopeRule> {
     _rule: PhantomData<S>,
 }
 
-/// The id of the key a request presented, for the request log. Public, never the secret.
+/// The key a request presented, for the request log (which shows its public id, never the
+/// secret). Shares the verified record rather than copying its id: this runs per request.
 #[derive(Clone)]
-pub struct PresentedKeyId(pub KeyId);
+pub struct PresentedKey(pub Arc<Key>);
 
 /// Where the presented key's rate limits stand, for the `RateLimit` response headers.
 #[derive(Clone, Copy)]
@@ -74,7 +76,7 @@ pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, A
     match service.verify(presented, required, crate::clock::now_millis()) {
         Ok(principal) => {
             let mut extensions = req.extensions_mut();
-            extensions.insert(PresentedKeyId(principal.key.id.clone()));
+            extensions.insert(PresentedKey(Arc::clone(&principal.key)));
             if let Some(decision) = principal.rate {
                 extensions.insert(RateState(decision));
             }
@@ -82,12 +84,12 @@ pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, A
         }
         Err(err) => {
             match &err {
-                VerifyError::Denied { key_id, .. } => {
-                    req.extensions_mut().insert(PresentedKeyId(key_id.clone()));
+                VerifyError::Denied { key, .. } => {
+                    req.extensions_mut().insert(PresentedKey(Arc::clone(key)));
                 }
-                VerifyError::RateLimited { key_id, decision } => {
+                VerifyError::RateLimited { key, decision } => {
                     let mut extensions = req.extensions_mut();
-                    extensions.insert(PresentedKeyId(key_id.clone()));
+                    extensions.insert(PresentedKey(Arc::clone(key)));
                     extensions.insert(RateState(**decision));
                 }
                 VerifyError::Invalid | VerifyError::Store(_) => {}

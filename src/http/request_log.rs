@@ -9,7 +9,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 
-use super::auth::PresentedKeyId;
+use super::auth::PresentedKey;
 
 pub async fn log(
     req: ServiceRequest,
@@ -19,17 +19,21 @@ pub async fn log(
     let method = req.method().clone();
     let response = next.call(req).await?;
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let request = response.request();
-    let route = request.match_name().unwrap_or("unmatched");
-    let key_id = request.extensions().get::<PresentedKeyId>().map(|k| k.0.to_string());
-    tracing::info!(
-        target: "iblueprint::request",
-        method = %method,
-        route,
-        status = response.status().as_u16(),
-        latency_us,
-        key_id = key_id.as_deref().unwrap_or("-"),
-        "request"
-    );
+    {
+        let request = response.request();
+        let route = request.match_name().unwrap_or("unmatched");
+        // Borrowed, not copied: this line is built for every request, logged or not.
+        let extensions = request.extensions();
+        let key_id = extensions.get::<PresentedKey>().map_or("-", |k| k.0.id.as_str());
+        tracing::info!(
+            target: "iblueprint::request",
+            method = %method,
+            route,
+            status = response.status().as_u16(),
+            latency_us,
+            key_id,
+            "request"
+        );
+    }
     Ok(response)
 }

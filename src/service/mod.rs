@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::domain::ratelimit::Decision;
-use crate::domain::{Actor, Denial, Key, KeyId, KeyName, RateLimit, Timestamp, Token, User};
+use crate::domain::{Actor, Denial, Key, KeyName, RateLimit, Timestamp, Token, User};
 use crate::limiter::Limiter;
 use crate::store::{Store, StoreError};
 
@@ -62,11 +62,11 @@ pub enum VerifyError {
     #[error("invalid key")]
     Invalid,
     /// A known key that may not be used now; the id is public and goes to the request log.
-    #[error("key {key_id} refused: {denial:?}")]
-    Denied { key_id: KeyId, denial: Denial },
+    #[error("key {} refused: {denial:?}", key.id)]
+    Denied { key: Arc<Key>, denial: Denial },
     /// A bucket is empty; nothing was taken from any bucket.
-    #[error("key {key_id} is rate limited")]
-    RateLimited { key_id: KeyId, decision: Box<Decision> },
+    #[error("key {} is rate limited", key.id)]
+    RateLimited { key: Arc<Key>, decision: Box<Decision> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -154,10 +154,10 @@ impl Service {
         let token = Token::parse(presented).map_err(|_| VerifyError::Invalid)?;
         let (key, user) = self.store.key_and_owner(&token.hash())?.ok_or(VerifyError::Invalid)?;
         key.authorize(user.is_disabled(), required, now)
-            .map_err(|denial| VerifyError::Denied { key_id: key.id.clone(), denial })?;
+            .map_err(|denial| VerifyError::Denied { key: Arc::clone(&key), denial })?;
         let rate = if key.rate_limit.is_unlimited() { None } else { Some(self.limiter.check(&key, now_ms)?) };
         if let Some(decision) = rate.filter(|d| !d.allowed) {
-            return Err(VerifyError::RateLimited { key_id: key.id.clone(), decision: Box::new(decision) });
+            return Err(VerifyError::RateLimited { key: Arc::clone(&key), decision: Box::new(decision) });
         }
         self.limiter.record_use(&key.id, now_ms);
         Ok(Principal { user, key, rate })
