@@ -60,11 +60,7 @@ pub async fn show(req: HttpRequest, current: MaybeSignedIn) -> Result<HttpRespon
         error: None,
         retry: None,
     };
-    let mut response = respond(StatusCode::OK);
-    if let Some(cookie) = cookie {
-        response.cookie(cookie);
-    }
-    Ok(response.body(super::render(&page)?))
+    super::html_with_form_cookie(&page, cookie)
 }
 
 pub async fn submit(

@@ -225,6 +225,19 @@ fn html(status: StatusCode, page: &impl Template) -> Result<HttpResponse, PageEr
     Ok(respond(status).body(render(page)?))
 }
 
+/// Renders a signed-out form page (sign-in, setup), setting the pre-session form cookie when
+/// `form_secret` had to make a new one.
+fn html_with_form_cookie(
+    page: &impl Template,
+    cookie: Option<actix_web::cookie::Cookie<'static>>,
+) -> Result<HttpResponse, PageError> {
+    let mut response = respond(StatusCode::OK);
+    if let Some(cookie) = cookie {
+        response.cookie(cookie);
+    }
+    Ok(response.body(render(page)?))
+}
+
 fn render(page: &impl Template) -> Result<String, PageError> {
     page.render().map_err(PageError::unexpected)
 }

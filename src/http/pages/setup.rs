@@ -13,7 +13,7 @@ use super::error::PageError;
 use super::guard::AnonForm;
 use super::session;
 use super::view::{Chrome, FieldErrors, sentence};
-use super::{html, respond, see_other};
+use super::{html, see_other};
 use crate::domain::Username;
 use crate::password;
 use crate::service::{Service, ServiceError};
@@ -54,11 +54,7 @@ pub async fn show(
         form_error: None,
         min_password: password::MIN_LEN,
     };
-    let mut response = respond(StatusCode::OK);
-    if let Some(cookie) = cookie {
-        response.cookie(cookie);
-    }
-    Ok(response.body(super::render(&page)?))
+    super::html_with_form_cookie(&page, cookie)
 }
 
 pub async fn submit(
