@@ -25,34 +25,19 @@ LIMIT=1000000000
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'backup.sh: error: %s\n' "$*" >&2; exit 1; }
-now_us() { local t=${EPOCHREALTIME/./}; printf '%s' "$((10#$t))"; }
+SCRIPT=backup.sh
+# shellcheck source=benches/http/common.sh
+source "$HERE/common.sh"
 seconds_since() { awk -v us=$(( $(now_us) - $1 )) 'BEGIN { printf "%.2f", us / 1e6 }'; }
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
-command -v wrk >/dev/null 2>&1 || { apt-get update -qq >/dev/null; apt-get install -y -qq wrk >/dev/null; }
-
-log "building release binaries"
-(cd "$ROOT" && cargo build --release --locked --bin iblueprint --example seed >&2)
-WORK=$(mktemp -d -t iblueprint-backup-bench.XXXXXX)
-SERVER_PID=
-cleanup() {
-    if [[ -n $SERVER_PID ]]; then
-        # Not our child (it runs in a process substitution): wait for it by pid, bounded.
-        kill "$SERVER_PID" 2>/dev/null || true
-        timeout 15 tail --pid="$SERVER_PID" -f /dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-cp "$ROOT/target/release/iblueprint" "$ROOT/target/release/examples/seed" "$WORK/"
-BIN="$WORK/iblueprint"
+need_tools wrk
+stage_release --bin iblueprint --example seed -- iblueprint examples/seed
+BIN="$WORK/bin/iblueprint"
 DATA="$WORK/data.redb"
 
 log "seeding $KEYS keys"
 started=$(now_us)
-"$WORK/seed" --data "$DATA" --keys "$KEYS" --per-hour "$LIMIT" --per-day "$LIMIT" \
+"$WORK/bin/seed" --data "$DATA" --keys "$KEYS" --per-hour "$LIMIT" --per-day "$LIMIT" \
     --secrets-out "$WORK/secrets" --secrets "$SECRETS" >&2
 SEED_S=$(seconds_since "$started")
 
@@ -73,23 +58,13 @@ RESULTS=$(
 get() { awk -v k="$1" '$1 == k { print $2 }' <<<"$RESULTS"; }
 
 log "starting the server"
-exec 3< <(RUST_LOG=warn "$BIN" serve --listen 127.0.0.1:0 --data "$DATA" 2>/dev/null & echo "pid $!"; wait)
-read -r _ SERVER_PID <&3
-read -r line <&3
-[[ $line == *"listening on http://"* ]] || die "unexpected first line: $line"
-URL=${line##*listening on }
-
-run_wrk() { # run_wrk OUT → requests/s and p99 on stdout
-    wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency \
-        -s "$HERE/auth.lua" "$URL" -- "$WORK/secrets" >"$1"
-    grep -q "Non-2xx" "$1" && die "non-2xx responses: $(grep Non-2xx "$1")"
-    grep -q "Socket errors" "$1" && die "socket errors: $(grep 'Socket errors' "$1")"
-    printf '%s %s\n' "$(awk '/Requests\/sec/ { print $2 }' "$1")" "$(awk '$1 == "99%" { print $2 }' "$1")"
-}
+start_server /dev/null RUST_LOG=warn -- "$BIN" serve --listen 127.0.0.1:0 --data "$DATA"
+WRK_ARGS=(-t"$WRK_THREADS" -c"$WRK_CONNECTIONS" --latency -s "$HERE/auth.lua" "$URL" -- "$WORK/secrets")
 
 log "warm-up, then $WRK_DURATION without a backup"
-wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d2s -s "$HERE/auth.lua" "$URL" -- "$WORK/secrets" >/dev/null
-read -r QUIET_RPS QUIET_P99 < <(run_wrk "$WORK/quiet.txt")
+wrk -d2s "${WRK_ARGS[@]}" >/dev/null
+run_wrk "$WORK/quiet.txt" -d"$WRK_DURATION" "${WRK_ARGS[@]}"
+QUIET_RPS=$WRK_RPS QUIET_P99=$WRK_P99_MS
 
 log "$WRK_DURATION with backups running back to back"
 : >"$WORK/live-backups"
@@ -101,9 +76,11 @@ log "$WRK_DURATION with backups running back to back"
     done
 ) &
 LOOP=$!
-read -r BUSY_RPS BUSY_P99 < <(run_wrk "$WORK/busy.txt")
+run_wrk "$WORK/busy.txt" -d"$WRK_DURATION" "${WRK_ARGS[@]}"
+BUSY_RPS=$WRK_RPS BUSY_P99=$WRK_P99_MS
 touch "$WORK/stop"
 wait "$LOOP"
+stop_server
 LIVE_BACKUPS=$(wc -l <"$WORK/live-backups")
 LIVE_MEDIAN=$(sort -n "$WORK/live-backups" | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
 
@@ -120,7 +97,7 @@ cat <<EOF
 | import jsonl → new data file | $(get import_jsonl) | |
 | backup, redb, beside the busy server (median of $LIVE_BACKUPS) | $LIVE_MEDIAN | |
 
-| GET /v1/auth, wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION | requests/s | p99 |
+| GET /v1/auth, wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION | requests/s | p99 (ms) |
 | --- | ---: | ---: |
 | no backup | $QUIET_RPS | $QUIET_P99 |
 | backups back to back | $BUSY_RPS | $BUSY_P99 |

@@ -62,99 +62,21 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LUA="$HERE/auth.lua"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'run.sh: error: %s\n' "$*" >&2; exit 1; }
-now_us() { local t=${EPOCHREALTIME/./}; printf '%s' "$((10#$t))"; }
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+SCRIPT=run.sh
+# shellcheck source=benches/http/common.sh
+source "$HERE/common.sh"
 
 if [[ -n $NICE ]]; then
     renice -n "$NICE" -p $$ >/dev/null || die "could not renice to $NICE"
 fi
 
-# --- tools -------------------------------------------------------------------------------
-
-if ! command -v wrk >/dev/null 2>&1; then
-    log "installing wrk"
-    if ! apt-get install -y wrk >/dev/null 2>&1; then
-        apt-get update >/dev/null
-        apt-get install -y wrk >/dev/null
-    fi
-fi
-command -v wrk >/dev/null 2>&1 || die "wrk is not installed and could not be installed"
-command -v curl >/dev/null 2>&1 || die "curl is needed for the pre-flight request"
-
-log "building (release): iblueprint, examples seed and hello"
-build_started=$(now_us)
-(cd "$ROOT" && cargo build --release --bin iblueprint --examples)
-log "build took $(( ($(now_us) - build_started) / 1000000 )) s"
-TARGET=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-[[ -n $TARGET ]] || die "could not find cargo's target directory"
-
-# --- state, clean-up ---------------------------------------------------------------------
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/iblueprint-http-bench.XXXXXX")
-chmod 700 "$WORK"
-SERVER_PID=
-SERVER_FD=
-cleanup() {
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-mkdir "$WORK/bin"
-for bin in iblueprint examples/seed examples/hello; do
-    [[ -x $TARGET/release/$bin ]] || die "missing $TARGET/release/$bin after the build"
-    cp "$TARGET/release/$bin" "$WORK/bin/"
-done
+need_tools wrk curl
+stage_release --bin iblueprint --examples -- iblueprint examples/seed examples/hello
 IBLUEPRINT="$WORK/bin/iblueprint"
 SEED="$WORK/bin/seed"
 HELLO="$WORK/bin/hello"
 
-# Run the servers without any IBLUEPRINT_* settings from the caller's environment.
-CLEAN_ENV=(env)
-while IFS= read -r var; do CLEAN_ENV+=(-u "$var"); done < <(compgen -e | grep '^IBLUEPRINT_' || true)
-
 # --- helpers -----------------------------------------------------------------------------
-
-# start_server STDERR_TARGET [ENV_ARG...] -- COMMAND...
-# Starts a server that prints "... listening on http://ADDR" on stdout; sets SERVER_PID,
-# URL and STARTUP_MS (spawn → that line).
-start_server() {
-    local stderr_target=$1; shift
-    local env_args=()
-    while [[ $1 != -- ]]; do env_args+=("$1"); shift; done
-    shift
-    local fifo="$WORK/stdout.fifo" line started
-    rm -f "$fifo"; mkfifo "$fifo"
-    started=$(now_us)
-    "${CLEAN_ENV[@]}" "${env_args[@]}" "$@" >"$fifo" 2>"$stderr_target" &
-    SERVER_PID=$!
-    exec {SERVER_FD}<"$fifo"
-    if ! IFS= read -r -t 30 line <&"$SERVER_FD"; then
-        die "server did not report its address within 30 s: $*"
-    fi
-    STARTUP_MS=$(awk -v us=$(( $(now_us) - started )) 'BEGIN { printf "%.1f", us / 1000 }')
-    [[ $line == *"listening on http://"* ]] || die "unexpected first line from the server: $line"
-    URL=${line##* }
-}
-
-# stop_server: SIGTERM (clean shutdown, final flush), wait, close the stdout pipe.
-stop_server() {
-    local status=0
-    kill -TERM "$SERVER_PID"
-    wait "$SERVER_PID" || status=$?
-    SERVER_PID=
-    exec {SERVER_FD}<&-
-    [[ $status == 0 ]] || die "server exited with status $status on SIGTERM"
-}
-
-proc_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
-proc_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # check_ok URL_PATH: one request with the first secret must answer 200.
 check_ok() {
@@ -162,11 +84,6 @@ check_ok() {
     (umask 077; printf 'Authorization: Bearer %s\n' "$(head -n 1 "$SECRETS_FILE")" >"$header")
     code=$(curl -s -o /dev/null -w '%{http_code}' -H @"$header" "$URL$1")
     [[ $code == 200 ]] || die "GET $1 with a seeded key answered $code, not 200"
-}
-
-# to_ms VALUE UNIT → milliseconds
-to_ms() {
-    awk -v v="$1" -v u="$2" 'BEGIN { m = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1; printf "%.3f", v * m }'
 }
 
 # One row per measured run:
@@ -180,37 +97,13 @@ measure() {
     local wrk_args=(-t"$WRK_THREADS" -c"$WRK_CONNECTIONS" --latency -s "$LUA" "$URL" -- "$SECRETS_FILE" "$path")
     check_ok "$path"
     wrk -d"$WARMUP" "${wrk_args[@]}" >/dev/null
-    local load cpu_before cpu_after
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    cpu_before=$(proc_cpu_ticks "$SERVER_PID")
-    local TIMEFORMAT='%3U %3S'
-    { time wrk -d"$WRK_DURATION" "${wrk_args[@]}" >"$out" ; } 2>"$out.time"
-    cpu_after=$(proc_cpu_ticks "$SERVER_PID")
+    run_wrk "$out" -d"$WRK_DURATION" "${wrk_args[@]}"
     local rss hwm
     rss=$(proc_kib "$SERVER_PID" VmRSS)
     hwm=$(proc_kib "$SERVER_PID" VmHWM)
-
-    if grep -q 'Non-2xx or 3xx responses' "$out"; then
-        cat "$out" >&2
-        die "$server $path: $(grep 'Non-2xx or 3xx responses' "$out" | xargs) — a request failed"
-    fi
-    if grep -q 'Socket errors' "$out"; then
-        cat "$out" >&2
-        die "$server $path: $(grep 'Socket errors' "$out" | xargs)"
-    fi
-    local rps requests p99_value p99_unit p50_value p50_unit
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-    requests=$(awk '/ requests in / { print $1 }' "$out")
-    read -r p99_value p99_unit < <(awk '$1 == "99%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u); print v, u }' "$out")
-    read -r p50_value p50_unit < <(awk '$1 == "50%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u); print v, u }' "$out")
-    [[ -n $rps && -n $p99_value && -n $requests ]] || { cat "$out" >&2; die "$server $path: could not read wrk's output"; }
-    local tick_us=$(( 1000000 / $(getconf CLK_TCK) ))
-    local server_us wrk_us
-    server_us=$(awk -v t=$(( cpu_after - cpu_before )) -v tu="$tick_us" -v n="$requests" 'BEGIN { printf "%.1f", t * tu / n }')
-    wrk_us=$(awk -v n="$requests" '{ printf "%.1f", ($1 + $2) * 1e6 / n }' "$out.time")
-    ROWS+=("$server|$group|$round|$keys|$logging|$path|$rps|$(to_ms "$p50_value" "$p50_unit")|$(to_ms "$p99_value" "$p99_unit")|$server_us|$wrk_us|$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')|$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')|$data_bytes|$STARTUP_MS|$load")
+    ROWS+=("$server|$group|$round|$keys|$logging|$path|$WRK_RPS|$WRK_P50_MS|$WRK_P99_MS|$WRK_SERVER_US|$WRK_CLIENT_US|$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')|$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')|$data_bytes|$STARTUP_MS|$WRK_LOAD")
     log "$(printf '%-10s %-5s r%s %-4s %-10s %9.0f req/s  p99 %7.2f ms  server %5s µs CPU/req  RSS %s MiB' \
-        "$server" "$group" "$round" "$logging" "$path" "$rps" "$(to_ms "$p99_value" "$p99_unit")" "$server_us" "$((rss / 1024))")"
+        "$server" "$group" "$round" "$logging" "$path" "$WRK_RPS" "$WRK_P99_MS" "$WRK_SERVER_US" "$((rss / 1024))")"
 }
 
 # seed NAME KEYS → sets DATA, SECRETS_FILE, SEED_SECONDS, DATA_BYTES

@@ -49,53 +49,14 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LUA="$HERE/auth.lua"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'tls.sh: error: %s\n' "$*" >&2; exit 1; }
+SCRIPT=tls.sh
+# shellcheck source=benches/http/common.sh
+source "$HERE/common.sh"
 
-# --- tools -------------------------------------------------------------------------------
-
-if ! command -v wrk >/dev/null 2>&1; then
-    log "installing wrk"
-    if ! apt-get install -y wrk >/dev/null 2>&1; then
-        apt-get update >/dev/null
-        apt-get install -y wrk >/dev/null
-    fi
-fi
-command -v wrk >/dev/null 2>&1 || die "wrk is not installed and could not be installed"
-command -v curl >/dev/null 2>&1 || die "curl is needed for the pre-flight request"
-command -v openssl >/dev/null 2>&1 || die "openssl is needed to make the test certificate"
-
-log "building (release): iblueprint and the seed example"
-(cd "$ROOT" && cargo build --release --bin iblueprint --example seed)
-TARGET=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-[[ -n $TARGET ]] || die "could not find cargo's target directory"
-
-# --- state, clean-up ---------------------------------------------------------------------
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/iblueprint-tls-bench.XXXXXX")
-chmod 700 "$WORK"
-SERVER_PID=
-SERVER_FD=
-cleanup() {
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-mkdir "$WORK/bin"
-for bin in iblueprint examples/seed; do
-    [[ -x $TARGET/release/$bin ]] || die "missing $TARGET/release/$bin after the build"
-    cp "$TARGET/release/$bin" "$WORK/bin/"
-done
+need_tools wrk curl openssl
+stage_release --bin iblueprint --example seed -- iblueprint examples/seed
 IBLUEPRINT="$WORK/bin/iblueprint"
 SEED="$WORK/bin/seed"
-
-CLEAN_ENV=(env)
-while IFS= read -r var; do CLEAN_ENV+=(-u "$var"); done < <(compgen -e | grep '^IBLUEPRINT_' || true)
 
 log "making a self-signed ECDSA P-256 certificate for 127.0.0.1"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -110,39 +71,16 @@ log "seeding $KEYS keys"
 
 # --- helpers -----------------------------------------------------------------------------
 
-# start_server plain|tls: sets SERVER_PID and URL (from the "listening on" line).
-start_server() {
-    local mode=$1 fifo="$WORK/stdout.fifo" line
-    local tls_env=()
+# start_server_in plain|tls: the same server and data file, with or without TLS.
+start_server_in() {
+    local mode=$1 tls_env=()
     [[ $mode == tls ]] && tls_env=(IBLUEPRINT_TLS_CERT="$WORK/cert.pem" IBLUEPRINT_TLS_KEY="$WORK/key.pem")
-    rm -f "$fifo"; mkfifo "$fifo"
-    "${CLEAN_ENV[@]}" RUST_LOG=warn "${tls_env[@]}" "$IBLUEPRINT" serve --listen 127.0.0.1:0 --data "$DATA" \
-        >"$fifo" 2>>"$WORK/server.log" &
-    SERVER_PID=$!
-    exec {SERVER_FD}<"$fifo"
-    IFS= read -r -t 30 line <&"$SERVER_FD" || die "server ($mode) did not report its address within 30 s"
-    [[ $line == "iblueprint listening on "* ]] || die "unexpected first line from the server: $line"
-    URL=${line##* }
+    start_server "$WORK/server.log" RUST_LOG=warn "${tls_env[@]}" -- "$IBLUEPRINT" serve --listen 127.0.0.1:0 --data "$DATA"
     if [[ $mode == tls ]]; then
         [[ $URL == https://* ]] || die "the TLS server announced $URL"
     else
         [[ $URL == http://* ]] || die "the plain server announced $URL"
     fi
-}
-
-stop_server() {
-    local status=0
-    kill -TERM "$SERVER_PID"
-    wait "$SERVER_PID" || status=$?
-    SERVER_PID=
-    exec {SERVER_FD}<&-
-    [[ $status == 0 ]] || die "server exited with status $status on SIGTERM"
-}
-
-proc_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
-to_ms() {
-    awk -v v="$1" -v u="$2" 'BEGIN { m = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1; printf "%.3f", v * m }'
 }
 
 # One row per run: mode|round|req/s|p50 ms|p99 ms|server CPU µs/req|wrk CPU µs/req|load
@@ -156,35 +94,14 @@ measure() {
     [[ $code == 200 ]] || die "$mode: GET /v1/auth with a seeded key answered $code, not 200"
     local wrk_args=(-t"$WRK_THREADS" -c"$WRK_CONNECTIONS" --latency -s "$LUA" "$URL" -- "$SECRETS_FILE" /v1/auth)
     wrk -d"$WARMUP" "${wrk_args[@]}" >/dev/null
-    local cpu_before cpu_after load
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    cpu_before=$(proc_cpu_ticks "$SERVER_PID")
-    local TIMEFORMAT='%3U %3S'
-    { time wrk -d"$WRK_DURATION" "${wrk_args[@]}" >"$out" ; } 2>"$out.time"
-    cpu_after=$(proc_cpu_ticks "$SERVER_PID")
-    if grep -q -e 'Non-2xx or 3xx responses' -e 'Socket errors' "$out"; then
-        cat "$out" >&2
-        die "$mode: $(grep -e 'Non-2xx or 3xx responses' -e 'Socket errors' "$out" | xargs)"
-    fi
-    local rps requests p50_value p50_unit p99_value p99_unit
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-    requests=$(awk '/ requests in / { print $1 }' "$out")
-    read -r p50_value p50_unit < <(awk '$1 == "50%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u); print v, u }' "$out")
-    read -r p99_value p99_unit < <(awk '$1 == "99%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u); print v, u }' "$out")
-    [[ -n $rps && -n $requests && -n $p99_value ]] || { cat "$out" >&2; die "$mode: could not read wrk's output"; }
-    local tick_us=$(( 1000000 / $(getconf CLK_TCK) ))
-    local server_us wrk_us
-    server_us=$(awk -v t=$(( cpu_after - cpu_before )) -v tu="$tick_us" -v n="$requests" 'BEGIN { printf "%.1f", t * tu / n }')
-    wrk_us=$(awk -v n="$requests" '{ printf "%.1f", ($1 + $2) * 1e6 / n }' "$out.time")
-    local p50 p99
-    p50=$(to_ms "$p50_value" "$p50_unit"); p99=$(to_ms "$p99_value" "$p99_unit")
-    ROWS+=("$mode|$round|$rps|$p50|$p99|$server_us|$wrk_us|$load")
-    log "$(printf '%-5s round %s  %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU/req: server %5s µs, wrk %5s µs' "$mode" "$round" "$rps" "$p50" "$p99" "$server_us" "$wrk_us")"
+    run_wrk "$out" -d"$WRK_DURATION" "${wrk_args[@]}"
+    ROWS+=("$mode|$round|$WRK_RPS|$WRK_P50_MS|$WRK_P99_MS|$WRK_SERVER_US|$WRK_CLIENT_US|$WRK_LOAD")
+    log "$(printf '%-5s round %s  %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU/req: server %5s µs, wrk %5s µs' "$mode" "$round" "$WRK_RPS" "$WRK_P50_MS" "$WRK_P99_MS" "$WRK_SERVER_US" "$WRK_CLIENT_US")"
 }
 
 NEGOTIATED=
 run() {
-    start_server "$1"
+    start_server_in "$1"
     if [[ $1 == tls && -z $NEGOTIATED ]]; then
         # What an OpenSSL client with default settings (as wrk is) negotiates with the server.
         NEGOTIATED=$(openssl s_client -connect "${URL#https://}" </dev/null 2>/dev/null | grep -m1 -E '^New, ' || true)
