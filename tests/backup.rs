@@ -39,7 +39,12 @@ fn s(path: &Path) -> &str {
 fn backup(data: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["backup", "--out", s(out), "--data", s(data)];
     args.extend_from_slice(extra);
-    run_cli(&args, None, "")
+    let output = run_cli(&args, None, "");
+    // Every backup and export any test here writes is part of the secret-leak test.
+    if output.status.success() {
+        assert_no_secrets_in_file(out);
+    }
+    output
 }
 
 /// `iblueprint import FILE --data DATA [extra…]`.
@@ -381,6 +386,7 @@ fn a_backup_taken_under_load_holds_every_change_acknowledged_before_it_started()
 
     // The command itself.
     assert_ok(&backup_output, "backup beside a busy server");
+    assert_no_secrets_in_file(&out);
     let stdout = text(&backup_output.stdout);
     let saved =
         stdout.lines().find(|l| l.starts_with("saved ")).unwrap_or_else(|| panic!("no `saved …` line: {stdout:?}"));

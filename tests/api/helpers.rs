@@ -3,12 +3,28 @@
 //!
 //! The server's log goes to `server.log` in the test's folder; set `TEST_LOG=1` to have it
 //! printed when a test server is dropped.
+//!
+//! ## The secret-leak check
+//!
+//! Every server runs with `RUST_LOG=debug` (all crates: a dependency logging a header is
+//! exactly the leak to catch), and every secret the harness sees issued is remembered:
+//! tokens from `issue_key` and `create_key`, session and form cookies, the setup-link
+//! secret, the test passwords. When a [`TestServer`] is dropped, its log and its data file
+//! (users, keys, sessions and the audit trail) are scanned for any of them and for anything
+//! shaped like a token (`ibp_` + 46 base62, SPEC §3); so are CLI stderr, every problem body
+//! [`assert_problem`] sees, and whatever a test hands to [`assert_no_secrets`] (backups,
+//! exports, the audit page). A find fails the test with the place and a redacted excerpt.
+//! The places a secret legitimately appears are the ones never scanned: the 201 body of
+//! create/rotate, the one-time secret page, `issue-key`'s stdout and the setup link on the
+//! server's stdout.
 
 #![allow(dead_code)] // each test binary that includes these helpers uses a different subset
 
+use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::Mutex;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::Value;
@@ -53,7 +69,9 @@ impl TestDir {
         }
         let out = self.cli(&args, "");
         assert!(out.status.success(), "issue-key failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+        let secret = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+        remember_secret(&secret);
+        secret
     }
 
     pub fn start(&self) -> TestServer {
@@ -69,7 +87,8 @@ impl TestDir {
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(self.data())
             .args(args)
-            .env_remove("RUST_LOG")
+            // Debug for every crate, so the leak check sees what a verbose operator would.
+            .env("RUST_LOG", "debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -93,7 +112,7 @@ impl TestDir {
                 break addr.to_owned();
             }
         };
-        TestServer { base: addr, child, _stdout: stdout, log_path, client: Client::new() }
+        TestServer { base: addr, child, _stdout: stdout, log_path, data_path: self.data(), client: Client::new() }
     }
 }
 
@@ -109,7 +128,11 @@ pub fn run_cli(args: &[&str], data: Option<&Path>, stdin: &str) -> Output {
     // The command may exit (refusing its arguments) before reading stdin: a broken pipe
     // here is not the test's concern, the exit status and output are.
     let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());
-    child.wait_with_output().expect("wait")
+    let out = child.wait_with_output().expect("wait");
+    // stdout is where `issue-key`, `keys create` and `keys rotate` show a new secret, once;
+    // stderr is the command's log and must never hold one.
+    assert_no_secrets(&format!("stderr of `iblueprint {}`", args.join(" ")), &out.stderr);
+    out
 }
 
 /// Tests must not pick up the developer's own settings.
@@ -126,6 +149,7 @@ pub struct TestServer {
     child: Child,
     _stdout: BufReader<ChildStdout>,
     pub log_path: PathBuf,
+    data_path: PathBuf,
     pub client: Client,
 }
 
@@ -151,7 +175,9 @@ impl TestServer {
             Some(key) => request.bearer_auth(key),
             None => request,
         };
-        request.send().expect("request")
+        let response = request.send().expect("request");
+        remember_cookies(&response);
+        response
     }
 
     /// Creates a key through the API and returns (key object, secret).
@@ -160,6 +186,7 @@ impl TestServer {
         assert_eq!(response.status(), 201, "create failed: {}", response.text().unwrap_or_default());
         let json: Value = response.json().expect("json");
         let secret = json["secret"].as_str().expect("secret").to_owned();
+        remember_secret(&secret);
         (json["key"].clone(), secret)
     }
 
@@ -180,6 +207,10 @@ impl TestServer {
     pub fn next_stdout_line(&mut self) -> String {
         let mut line = String::new();
         self._stdout.read_line(&mut line).expect("read server stdout");
+        // The setup link's secret may show on stdout, and nowhere else.
+        if let Some((_, secret)) = line.trim().split_once("/setup/") {
+            remember_secret(secret.split_whitespace().next().unwrap_or_default());
+        }
         line
     }
 
@@ -194,6 +225,16 @@ impl Drop for TestServer {
         let _ = self.child.wait();
         if std::env::var_os("TEST_LOG").is_some() {
             eprintln!("--- server log ---\n{}", self.log());
+        }
+        // The check point of the leak test: the process is gone, so the log and the data
+        // file are complete. A test already failing is not made to abort by a second panic.
+        if !std::thread::panicking() {
+            let mut leaks = Vec::new();
+            for path in [&self.log_path, &self.data_path] {
+                let found = std::fs::read(path).map(|bytes| find_secrets(&bytes)).unwrap_or_default();
+                leaks.extend(found.into_iter().map(|leak| format!("{}: {leak}", path.display())));
+            }
+            assert!(leaks.is_empty(), "secret leak: the server's files hold a secret:\n{}", leaks.join("\n"));
         }
     }
 }
@@ -224,9 +265,183 @@ pub fn assert_problem(response: Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "unexpected status");
     let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_owned());
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
-    let body: Value = response.json().expect("problem json");
+    let bytes = response.bytes().expect("problem body");
+    assert_no_secrets(&format!("a {status} {code} problem body"), &bytes);
+    let body: Value = serde_json::from_slice(&bytes).expect("problem json");
     assert_eq!(body["code"], code, "body: {body}");
     assert_eq!(body["status"], status);
     assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "{body}");
     body
+}
+
+// ---------------------------------------------------------------------------------------
+// The secret-leak check
+// ---------------------------------------------------------------------------------------
+
+/// Every secret seen issued, across all tests of this binary: a secret of one test has no
+/// business in any other test's files either. Tokens are also caught by their shape.
+static SECRETS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Shorter strings are too likely to occur by chance ("wrong" is not a secret worth a
+/// false alarm); every real secret here is far longer.
+const MIN_SECRET_LEN: usize = 8;
+
+/// Remembers a secret the test has seen issued (or typed, for passwords), so that any later
+/// scan fails if it shows up.
+pub fn remember_secret(secret: &str) {
+    if secret.len() >= MIN_SECRET_LEN {
+        SECRETS.lock().unwrap_or_else(|e| e.into_inner()).insert(secret.to_owned());
+    }
+}
+
+/// Remembers the session and form cookies a response sets.
+pub fn remember_cookies(response: &Response) {
+    for set in response.headers().get_all("set-cookie") {
+        let Ok(set) = set.to_str() else { continue };
+        let pair = set.split(';').next().unwrap_or_default();
+        if let Some((_, value)) = pair.split_once('=') {
+            remember_secret(value.trim());
+        }
+    }
+}
+
+const TOKEN_PREFIX: &[u8] = b"ibp_";
+/// The characters after the prefix: 40 random and 6 of checksum.
+const TOKEN_BODY_LEN: usize = 46;
+
+/// Every place in `bytes` holding a secret: anything token-shaped, and every remembered
+/// secret. Each find is described with its offset and a redacted excerpt of its line.
+pub fn find_secrets(bytes: &[u8]) -> Vec<String> {
+    // (offset, length, what), so that one secret found both ways is reported once.
+    let mut found: Vec<(usize, usize, &str)> = Vec::new();
+    // Token shape: the prefix and at least 46 base62 characters (a token with junk glued
+    // to its end still leaks the token).
+    let mut at = 0;
+    while let Some(i) = find(&bytes[at..], TOKEN_PREFIX).map(|i| i + at) {
+        let body = &bytes[i + TOKEN_PREFIX.len()..];
+        let run = body.iter().take_while(|b| b.is_ascii_alphanumeric()).count();
+        if run >= TOKEN_BODY_LEN {
+            found.push((i, TOKEN_PREFIX.len() + run, "a token-shaped string"));
+        }
+        at = i + 1;
+    }
+    // Remembered secrets, found in one pass over `bytes` by their first bytes.
+    let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    secrets.insert(PASSWORD.to_owned());
+    let heads: HashSet<&[u8]> = secrets.iter().map(|s| &s.as_bytes()[..MIN_SECRET_LEN]).collect();
+    for i in 0..bytes.len().saturating_sub(MIN_SECRET_LEN - 1) {
+        if !heads.contains(&bytes[i..i + MIN_SECRET_LEN]) {
+            continue;
+        }
+        for secret in &secrets {
+            let covered = found.iter().any(|&(at, len, _)| at <= i && i + secret.len() <= at + len);
+            if bytes[i..].starts_with(secret.as_bytes()) && !covered {
+                found.push((i, secret.len(), "a secret issued during the tests"));
+            }
+        }
+    }
+    found.into_iter().map(|(at, len, what)| describe(bytes, at, len, what)).collect()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// "offset N: WHAT in `…line with [ibp_a1B2…redacted]…`": the secret cut to its first
+/// eight characters (a token's public `start`), the line cut to 80 characters either side.
+fn describe(bytes: &[u8], at: usize, len: usize, what: &str) -> String {
+    const CONTEXT: usize = 80;
+    let line_start = bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1).max(at.saturating_sub(CONTEXT));
+    let end = at + len;
+    let line_end = bytes[end..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| p + end).min(end + CONTEXT);
+    let shown = |part: &[u8]| String::from_utf8_lossy(part).chars().flat_map(char::escape_debug).collect::<String>();
+    let head = shown(&bytes[at..at + len.min(8)]);
+    format!(
+        "offset {at}: {what} in `{}[{head}…redacted]{}`",
+        shown(&bytes[line_start..at]),
+        shown(&bytes[end..line_end])
+    )
+}
+
+/// Fails the test if `bytes` (described as `what`) holds a secret.
+#[track_caller]
+pub fn assert_no_secrets(what: &str, bytes: &[u8]) {
+    let found = find_secrets(bytes);
+    assert!(found.is_empty(), "secret leak: {what} holds a secret:\n{}", found.join("\n"));
+}
+
+/// Fails the test if the file at `path` holds a secret.
+#[track_caller]
+pub fn assert_no_secrets_in_file(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {} for the leak check: {e}", path.display()));
+    assert_no_secrets(&path.display().to_string(), &bytes);
+}
+
+// ---------------------------------------------------------------------------------------
+// A signed-in browser, for tests that need the settings pages
+// ---------------------------------------------------------------------------------------
+
+/// A session made through the sign-in form: the cookie to send and a form token for POSTs.
+pub struct Session {
+    pub cookie: String,
+    pub csrf: String,
+    client: Client,
+}
+
+/// The first `csrf` form field's value on an HTML page.
+pub fn csrf_of(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf\"")?;
+    let tag = &html[html[..at].rfind('<')?..];
+    let tag = &tag[..tag.find('>')?];
+    let value = &tag[tag.find(" value=\"")? + " value=\"".len()..];
+    Some(value[..value.find('"')?].to_owned())
+}
+
+impl TestServer {
+    /// Signs in through the form (as a browser does: form cookie, token, Origin) and panics
+    /// unless it works. Redirects are not followed, so a test sees each 303.
+    pub fn sign_in(&self, username: &str, password: &str) -> Session {
+        let client = Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let form = client.get(self.url("/login")).send().expect("GET /login");
+        remember_cookies(&form);
+        let form_cookie = cookie_pair(&form, "ibp_form").expect("the sign-in form sets ibp_form");
+        let csrf = csrf_of(&form.text().expect("login page")).expect("the sign-in form has a token");
+        remember_secret(password);
+        let done = client
+            .post(self.url("/login"))
+            .header("cookie", form_cookie)
+            .header("origin", &self.base)
+            .form(&[("csrf", csrf.as_str()), ("username", username), ("password", password)])
+            .send()
+            .expect("POST /login");
+        remember_cookies(&done);
+        assert_eq!(done.status(), 303, "sign-in failed: {}", done.text().unwrap_or_default());
+        let cookie = cookie_pair(&done, "ibp_session").expect("signing in sets ibp_session");
+        let profile = client.get(self.url("/settings/profile")).header("cookie", &cookie).send().expect("profile");
+        assert_eq!(profile.status(), 200);
+        let csrf = csrf_of(&profile.text().expect("profile page")).expect("the profile page has a form token");
+        Session { cookie, csrf, client }
+    }
+
+    /// A GET with `session`'s cookie.
+    pub fn page(&self, session: &Session, path: &str) -> RequestBuilder {
+        session.client.get(self.url(path)).header("cookie", &session.cookie)
+    }
+
+    /// A form POST with `session`'s cookie and this site's Origin; add the `csrf` field
+    /// (`session.csrf`) to the body for it to be accepted.
+    pub fn form_post(&self, session: &Session, path: &str) -> RequestBuilder {
+        session.client.post(self.url(path)).header("cookie", &session.cookie).header("origin", &self.base)
+    }
+}
+
+/// `name=value` of the cookie `name` that `response` sets.
+fn cookie_pair(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+        .find(|pair| pair.starts_with(&format!("{name}=")))
 }

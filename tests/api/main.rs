@@ -5,6 +5,7 @@ mod authorization;
 mod helpers;
 mod hostile_input;
 mod keys;
+mod leaks;
 mod pages;
 mod rate_limits;
 mod verification;
