@@ -24,6 +24,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup (redb or jsonl) into a new data file, or merge it into one.
     Import(ImportArgs),
+    /// Check a data file or a redb backup offline: redb's integrity check, every record
+    /// decoded, indexes against records. Never writes to the file; exit 1 if anything is wrong.
+    Check(CheckArgs),
     /// Manage users directly on the data file (the server must be stopped).
     #[command(subcommand)]
     Users(UsersCommand),
@@ -84,6 +87,12 @@ pub struct ImportArgs {
     /// Check everything and report what would happen; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub data: DataArg,
 }
 
 /// What a new key may carry, for `users issue-key` and `keys create` alike.

@@ -49,6 +49,7 @@
 
 pub mod admin;
 pub mod backup;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod clock;

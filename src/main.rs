@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => iblueprint::serve::run(args),
         Command::Backup(args) => iblueprint::backup::run(args),
         Command::Import(args) => iblueprint::import::run(args),
+        Command::Check(args) => iblueprint::check::run(args),
         Command::Users(command) => iblueprint::admin::run(command),
         Command::Keys(args) => iblueprint::client::run(args),
         Command::Version => {

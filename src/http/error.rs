@@ -43,6 +43,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     KeyLimitReached(String),
+    /// The data file failed (I/O). Carries the cause for the log only. A change that met
+    /// the failure is unconfirmed rather than "not made": see `store` (I/O errors).
+    #[error(
+        "the data store failed: the request was not completed, and a change it asked for is unconfirmed; check once the service is back"
+    )]
+    StorageUnavailable(#[source] crate::store::StoreError),
     #[error("internal error")]
     Unexpected(#[source] anyhow::Error),
 }
@@ -72,6 +78,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::KeyLimitReached(_) => "key_limit_reached",
+            ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Unexpected(_) => "internal_error",
         }
     }
@@ -91,6 +98,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::Conflict(_) => "Conflict",
             ApiError::KeyLimitReached(_) => "Key limit reached",
+            ApiError::StorageUnavailable(_) => "Storage unavailable",
             ApiError::Unexpected(_) => "Internal server error",
         }
     }
@@ -130,6 +138,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::KeyLimitReached(_) => StatusCode::CONFLICT,
+            ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,6 +146,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         if let ApiError::Unexpected(cause) = self {
             tracing::error!(error = format!("{cause:#}"), "request failed");
+        }
+        if let ApiError::StorageUnavailable(cause) = self {
+            tracing::error!(error = %cause, "request failed: the data file is unavailable");
         }
         let status = self.status_code();
         let code = self.code();
@@ -174,7 +186,7 @@ impl From<VerifyError> for ApiError {
                 Denial::InsufficientScope { missing } => ApiError::InsufficientScope(missing),
             },
             VerifyError::RateLimited { decision, .. } => ApiError::RateLimited(decision.retry_after.max(1)),
-            VerifyError::Store(err) => ApiError::unexpected(err),
+            VerifyError::Store(err) => ApiError::from(err),
         }
     }
 }
@@ -186,8 +198,15 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid { .. } => ApiError::InvalidRequest(err.to_string()),
             ServiceError::Conflict(message) => ApiError::Conflict(message),
             ServiceError::KeyLimitReached(_) => ApiError::KeyLimitReached(err.to_string()),
+            ServiceError::Store(err) => ApiError::from(err),
             other => ApiError::unexpected(other),
         }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        if err.is_unavailable() { ApiError::StorageUnavailable(err) } else { ApiError::unexpected(err) }
     }
 }
 

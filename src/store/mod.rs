@@ -8,9 +8,22 @@
 //! change the API has acknowledged survives a crash or power cut. A write that fails leaves
 //! nothing behind: the transaction is dropped, which aborts it.
 //!
-//! After an I/O error redb refuses further writes (it may have half-written pages); that
-//! surfaces here as [`StoreError::Database`] on every call until the process restarts,
-//! rather than being retried in a loop.
+//! After an I/O error redb refuses further writes (it may have half-written pages): every
+//! later write fails with `PreviousIo` until the database is closed and opened again, which
+//! runs redb's recovery and yields the last commit that reached the disk whole. The store
+//! does not reopen itself behind the server's back (read transactions and the verification
+//! view hold the old handle, and a disk that just failed is likely to fail again); it
+//! reports [`StoreError::is_unavailable`], the API answers 503 `storage_unavailable`, and
+//! the operator restarts the server once the disk is fixed. redb also refuses new reads
+//! of the file after an I/O error, so until the restart only verifications served from
+//! the current view (keys already used since the last commit) still answer.
+//!
+//! A failed commit is usually rolled back by that recovery, but not always: redb 4.6
+//! writes the header once more after the commit's last fsync, and if that write (or an
+//! fsync whose data did reach the disk) fails, the commit reports an error and is durable
+//! all the same. So a 503 means "not acknowledged, outcome unknown", never "acknowledged";
+//! what holds without exception is that an acknowledged change is durable and a change is
+//! all or nothing. `tests/fault.rs` shows all of this.
 //!
 //! # Processes
 //! The server opens the file in `ConcurrencyMode::SingleWriter`: it is the one writer, and
@@ -37,7 +50,10 @@
 //!
 //! Records are encoded by [`codec`]: a format-version byte, then postcard.
 
+pub mod check;
 pub mod codec;
+#[doc(hidden)]
+pub mod fault;
 mod hot;
 pub use hot::KeyAndOwner;
 pub mod snapshot;
@@ -100,6 +116,16 @@ pub enum StoreError {
     Database(#[from] redb::Error),
 }
 
+impl StoreError {
+    /// The data file failed underneath us (an I/O error, or redb refusing to continue after
+    /// one), as opposed to a bug or a corrupt record: the change is unconfirmed (see the
+    /// module docs), and trying again after the disk is fixed and the server restarted may
+    /// succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Database(redb::Error::Io(_) | redb::Error::PreviousIo))
+    }
+}
+
 // redb has a separate error type per operation; all of them mean "the database failed".
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
@@ -136,6 +162,20 @@ impl Store {
             vet_read_only(path)?;
         }
         let db = builder().create(path).map_err(|err| open_error(path, err))?;
+        Store::from_database(db, path)
+    }
+
+    /// Like [`Store::open`], over a storage backend of the caller's (for fault injection,
+    /// see [`fault`]); `path` is the file it stands for, for messages. The file must exist.
+    pub fn open_with_backend(path: &Path, backend: impl redb::StorageBackend) -> Result<Store, StoreError> {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            vet_read_only(path)?;
+        }
+        let db = builder().create_with_backend(backend).map_err(|err| open_error(path, err))?;
+        Store::from_database(db, path)
+    }
+
+    fn from_database(db: Database, path: &Path) -> Result<Store, StoreError> {
         let store = Store { hot: hot::Hot::default(), db, path: path.to_owned(), writer: std::sync::Mutex::new(()) };
         store.prepare_schema()?;
         store.hot.refresh(&store.db);
@@ -170,7 +210,17 @@ impl Store {
         txn.set_durability(Durability::Immediate).map_err(StoreError::from)?;
         let mut wtx = WriteTxn { txn };
         let value = change(&mut wtx)?;
-        wtx.txn.commit().map_err(StoreError::from)?;
+        if let Err(err) = wtx.txn.commit() {
+            let err = StoreError::from(err);
+            if err.is_unavailable() {
+                tracing::error!(
+                    error = %err,
+                    data = %self.path.display(),
+                    "committing to the data file failed; the change is unconfirmed, and nothing can be written until the disk is fixed and the server restarted"
+                );
+            }
+            return Err(err.into());
+        }
         self.hot.refresh(&self.db);
         Ok(value)
     }

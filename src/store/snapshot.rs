@@ -92,7 +92,7 @@ impl ReadOnlyStore {
 }
 
 impl ReadTxn {
-    fn meta(&self, name: &str) -> Result<Option<u64>, StoreError> {
+    pub(super) fn meta(&self, name: &str) -> Result<Option<u64>, StoreError> {
         match self.txn.open_table(META) {
             Ok(table) => Ok(table.get(name)?.map(|v| v.value())),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
