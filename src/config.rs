@@ -98,12 +98,40 @@ pub const SETTINGS: &[Setting] = &[
         default: None,
         help: "Address and port of a separate metrics listener; absent: no metrics listener.",
     },
+    Setting {
+        key: "http.workers",
+        env: "IBLUEPRINT_HTTP_WORKERS",
+        default: None,
+        help: "Threads serving HTTP requests (1 to 256; absent: one per CPU core).",
+    },
+    Setting {
+        key: "http.max_connections",
+        env: "IBLUEPRINT_HTTP_MAX_CONNECTIONS",
+        default: Some("10000"),
+        help: "Most client connections open at once, shared evenly by the workers; more wait in the listen queue (1 to 1000000).",
+    },
+    Setting {
+        key: "http.request_timeout",
+        env: "IBLUEPRINT_HTTP_REQUEST_TIMEOUT",
+        default: Some("10s"),
+        help: "Time a new connection has to send its request headers; a slower one gets 408 and is closed (1s to 5m).",
+    },
+    Setting {
+        key: "http.keep_alive",
+        env: "IBLUEPRINT_HTTP_KEEP_ALIVE",
+        default: Some("75s"),
+        help: "How long an idle connection stays open for the next request; keep it above a reverse proxy's idle timeout (1s to 1h).",
+    },
 ];
 
 const FLUSH_INTERVAL_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
 const MAX_KEYS_PER_USER: std::ops::RangeInclusive<u64> = 1..=100_000;
 const RATE_LIMIT: std::ops::RangeInclusive<u64> = 1..=1_000_000_000;
 const SESSION_TTL_SECONDS: std::ops::RangeInclusive<u64> = 60..=30 * 86_400;
+const HTTP_WORKERS: std::ops::RangeInclusive<u64> = 1..=256;
+const HTTP_MAX_CONNECTIONS: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+const HTTP_REQUEST_TIMEOUT_SECONDS: std::ops::RangeInclusive<u64> = 1..=300;
+const HTTP_KEEP_ALIVE_SECONDS: std::ops::RangeInclusive<u64> = 1..=3600;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -118,6 +146,18 @@ pub struct Config {
     pub session_ttl: Duration,
     pub log_format: LogFormat,
     pub metrics_listen: Option<SocketAddr>,
+    pub http: HttpSettings,
+}
+
+/// The HTTP server's knobs (`[http]`); the fixed ones, and why, are in `http::limits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// `None`: one per CPU core.
+    pub workers: Option<usize>,
+    /// For the whole server; each worker takes its share.
+    pub max_connections: usize,
+    pub request_timeout: Duration,
+    pub keep_alive: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +335,7 @@ impl Config {
         })?;
         let metrics_listen =
             values.optional("metrics.listen", "an address and port such as 127.0.0.1:9090", parse_addr)?;
+        let http = values.http()?;
 
         Ok(Config {
             listen,
@@ -307,6 +348,7 @@ impl Config {
             session_ttl: Duration::from_secs(session_ttl),
             log_format,
             metrics_listen,
+            http,
         })
     }
 
@@ -403,6 +445,31 @@ impl Values {
             origin: origin.clone(),
             value: value.clone(),
             expected: expected.to_owned(),
+        })
+    }
+
+    fn http(&self) -> Result<HttpSettings, ConfigError> {
+        let count = |range: &'static std::ops::RangeInclusive<u64>| {
+            move |v: &str| parse_in(v, range).and_then(|n| usize::try_from(n).ok())
+        };
+        let duration = |key, range: &std::ops::RangeInclusive<u64>, example| {
+            let expected = format!(
+                "a duration from {}s to {}s written as a number and a unit, such as {example}",
+                range.start(),
+                range.end()
+            );
+            self.required(key, &expected, |v| parse_duration(v).ok().filter(|s| range.contains(s)))
+                .map(Duration::from_secs)
+        };
+        Ok(HttpSettings {
+            workers: self.optional("http.workers", &whole_number_expected(&HTTP_WORKERS), count(&HTTP_WORKERS))?,
+            max_connections: self.required(
+                "http.max_connections",
+                &whole_number_expected(&HTTP_MAX_CONNECTIONS),
+                count(&HTTP_MAX_CONNECTIONS),
+            )?,
+            request_timeout: duration("http.request_timeout", &HTTP_REQUEST_TIMEOUT_SECONDS, "10s or 1m")?,
+            keep_alive: duration("http.keep_alive", &HTTP_KEEP_ALIVE_SECONDS, "75s or 5m")?,
         })
     }
 
@@ -562,6 +629,30 @@ mod tests {
         assert_eq!(config.session_ttl, Duration::from_secs(12 * 3600));
         assert_eq!(config.log_format, LogFormat::Pretty);
         assert_eq!(config.metrics_listen, None);
+        let http = config.http;
+        assert_eq!((http.workers, http.max_connections), (None, 10_000));
+        assert_eq!((http.request_timeout, http.keep_alive), (Duration::from_secs(10), Duration::from_secs(75)));
+    }
+
+    #[test]
+    fn http_knobs_are_read_from_their_table_and_checked() {
+        let file =
+            file_with("[http]\nworkers = 3\nmax_connections = 50\nrequest_timeout = \"2m\"\nkeep_alive = \"1s\"\n");
+        let http = Config::load(&with_file(&file), &no_env).unwrap().http;
+        assert_eq!(http.workers, Some(3));
+        assert_eq!(http.max_connections, 50);
+        assert_eq!(http.request_timeout, Duration::from_secs(120));
+        assert_eq!(http.keep_alive, Duration::from_secs(1));
+        for (var, value, expected) in [
+            ("IBLUEPRINT_HTTP_WORKERS", "0", "a whole number from 1 to 256"),
+            ("IBLUEPRINT_HTTP_MAX_CONNECTIONS", "1000001", "a whole number from 1 to 1000000"),
+            ("IBLUEPRINT_HTTP_REQUEST_TIMEOUT", "0s", "a duration from 1s to 300s"),
+            ("IBLUEPRINT_HTTP_REQUEST_TIMEOUT", "10", "a duration from 1s to 300s"),
+            ("IBLUEPRINT_HTTP_KEEP_ALIVE", "2h", "a duration from 1s to 3600s"),
+        ] {
+            let message = error_of(Config::load(&Overrides::default(), &env_of(&[(var, value)])));
+            assert!(message.starts_with(&format!("{var}: `{value}` is not {expected}")), "{message}");
+        }
     }
 
     #[test]

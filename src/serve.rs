@@ -46,9 +46,10 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
 
     let options = ServerOptions {
         listen: config.listen,
-        workers: None,
+        workers: config.http.workers,
         pages: PagesConfig { public_url: config.public_url.clone() },
         tls,
+        http: config.http,
     };
     let public_url = config.public_url.clone();
     http::run(Arc::clone(&service), options, |addrs| {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod limits;
 pub mod pages;
 mod rate_headers;
 mod request_log;
@@ -17,7 +18,6 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use actix_web::http::header::STRICT_TRANSPORT_SECURITY;
 use actix_web::middleware::{Condition, DefaultHeaders};
@@ -34,6 +34,8 @@ pub struct ServerOptions {
     pub pages: pages::PagesConfig,
     /// Serve HTTPS with this configuration (see [`tls::load`]); `None` serves plain HTTP.
     pub tls: Option<tls::TlsConfig>,
+    /// Connections and timeouts ([`limits`]); its `workers` is ignored in favour of `workers` above.
+    pub http: crate::config::HttpSettings,
 }
 
 /// Stops `server` gracefully (requests in flight finish) on SIGTERM or Ctrl-C.
@@ -75,7 +77,8 @@ pub async fn serve(
     // One for all workers: it holds new secrets between the POST that makes and the GET that shows them.
     let pages = web::Data::new(pages::Pages::new(options.pages));
     let over_tls = options.tls.is_some();
-    let mut server = HttpServer::new(move || {
+    let workers = options.workers.unwrap_or_else(limits::default_workers);
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(pages.clone())
@@ -89,12 +92,17 @@ pub async fn serve(
             .default_service(web::to(api::not_found))
     })
     .shutdown_timeout(30)
-    .client_request_timeout(Duration::from_secs(10))
+    // The hardening knobs, all explicit; what each means for a client is in `limits`.
+    .workers(workers)
+    .max_connections(limits::per_worker(options.http.max_connections, workers))
+    .max_connection_rate(limits::MAX_TLS_HANDSHAKES_PER_WORKER)
+    .backlog(limits::BACKLOG)
+    .client_request_timeout(options.http.request_timeout)
+    .keep_alive(options.http.keep_alive)
+    .client_disconnect_timeout(limits::CLIENT_DISCONNECT_TIMEOUT)
+    .tls_handshake_timeout(limits::TLS_HANDSHAKE_TIMEOUT)
     // Our own handlers instead (see `stop_on_signal`), registered before the address is announced.
     .disable_signals();
-    if let Some(workers) = options.workers {
-        server = server.workers(workers);
-    }
     let server = match options.tls {
         Some(tls) => server.bind_rustls_0_23(options.listen, tls.server)?,
         None => server.bind(options.listen)?,

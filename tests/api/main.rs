@@ -2,6 +2,7 @@
 //! One binary, one module per concern; `helpers` starts servers and runs the CLI.
 
 mod authorization;
+mod hardening;
 mod helpers;
 mod hostile_input;
 mod keys;
