@@ -4,8 +4,10 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::views::{KeyView, RateLimitView, present};
+use super::openapi::{Authenticated as AuthProblems, BadRequest, BodyProblems, Conflict, NotFound};
+use super::views::{KeyView, RateLimitView, ScopeSchema, present};
 use crate::domain::token::redact;
 use crate::domain::{KeyName, KeySpec, RateLimit, Scopes, Timestamp};
 use crate::http::auth::{Authenticated, KeysRead, KeysWrite};
@@ -13,34 +15,51 @@ use crate::http::body::{Json, OptionalJson};
 use crate::http::error::ApiError;
 use crate::service::{DEFAULT_PAGE, KeyPatch, MAX_PAGE, NewKey, Service};
 
-#[derive(Deserialize)]
+/// A new key. Give `expires_at` or `expires_in`, not both; without `rate_limit` the key gets
+/// the server's default limit, and with `"rate_limit": null` none.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimitView>)]
     rate_limit: Option<Option<RateLimitView>>,
+    /// An instant in the future (RFC 3339).
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// Seconds from now.
+    #[schema(minimum = 1)]
     expires_in: Option<u64>,
+    /// At most 32 distinct scopes, each of which the calling key must hold itself. Default: none.
     #[serde(default)]
+    #[schema(value_type = Vec<ScopeSchema>)]
     scopes: Vec<String>,
 }
 
-#[derive(Deserialize, Default)]
+/// A change to a key. `rate_limit` replaces the whole limit (`{"per_hour": 10}` leaves the day
+/// unlimited; `null` removes both).
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
+    #[schema(min_length = 1, max_length = 100)]
     name: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimitView>)]
     rate_limit: Option<Option<RateLimitView>>,
 }
 
-#[derive(Deserialize, Default)]
+/// How long the old key keeps working after a rotation (default 0: it stops now).
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 604_800)]
     grace_seconds: u64,
 }
 
-#[derive(Deserialize, Default)]
+/// Revocation takes no options; the body may be absent or `{}`.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeKey {}
 
@@ -51,25 +70,43 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct KeyList {
+/// One page of the caller's keys, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
     keys: Vec<KeyView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
     next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Created {
+/// A new key and its secret, which is shown this once and never again.
+#[derive(Serialize, ToSchema)]
+pub struct Created {
     key: KeyView,
+    #[schema(pattern = "^ibp_[0-9A-Za-z]{46}$")]
     secret: String,
 }
 
-#[derive(Serialize)]
-struct Rotated {
+/// The successor key with its secret (shown this once), and the old key with its `revoked_at`.
+#[derive(Serialize, ToSchema)]
+pub struct Rotated {
     key: KeyView,
+    #[schema(pattern = "^ibp_[0-9A-Za-z]{46}$")]
     secret: String,
     previous: KeyView,
 }
 
+/// List the caller's keys
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    operation_id = "list_keys",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size (default 50, at most 200)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of the caller's keys, newest first", body = KeyList), BadRequest, AuthProblems),
+    security(("bearer" = ["keys:read"])),
+)]
 pub async fn list(
     auth: Authenticated<KeysRead>,
     service: web::Data<Service>,
@@ -93,6 +130,15 @@ pub async fn list(
     }))
 }
 
+/// Create a key
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    operation_id = "create_key",
+    request_body = CreateKey,
+    responses((status = 201, description = "The new key and its secret", body = Created), BodyProblems, Conflict, AuthProblems),
+    security(("bearer" = ["keys:write"])),
+)]
 pub async fn create(
     auth: Authenticated<KeysWrite>,
     service: web::Data<Service>,
@@ -117,6 +163,15 @@ pub async fn create(
         .json(Created { key: KeyView::new(&created.key, now), secret: created.token.expose_secret().to_owned() }))
 }
 
+/// Show one of the caller's keys
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}",
+    operation_id = "show_key",
+    params(("id" = String, Path, description = "A key id (`key_…`)")),
+    responses((status = 200, description = "The key", body = KeyView), NotFound, AuthProblems),
+    security(("bearer" = ["keys:read"])),
+)]
 pub async fn show(
     auth: Authenticated<KeysRead>,
     service: web::Data<Service>,
@@ -126,6 +181,16 @@ pub async fn show(
     Ok(HttpResponse::Ok().json(KeyView::new(&key, crate::clock::now())))
 }
 
+/// Rename a key or change its rate limit
+#[utoipa::path(
+    patch,
+    path = "/v1/keys/{id}",
+    operation_id = "update_key",
+    params(("id" = String, Path, description = "A key id (`key_…`)")),
+    request_body = UpdateKey,
+    responses((status = 200, description = "The changed key", body = KeyView), BodyProblems, NotFound, AuthProblems),
+    security(("bearer" = ["keys:write"])),
+)]
 pub async fn update(
     auth: Authenticated<KeysWrite>,
     service: web::Data<Service>,
@@ -147,6 +212,16 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(KeyView::new(&key, now)))
 }
 
+/// Revoke a key, now and for good (idempotent)
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{id}/revoke",
+    operation_id = "revoke_key",
+    params(("id" = String, Path, description = "A key id (`key_…`)")),
+    request_body = Option<RevokeKey>,
+    responses((status = 200, description = "The key with its `revoked_at`", body = KeyView), BodyProblems, NotFound, AuthProblems),
+    security(("bearer" = ["keys:write"])),
+)]
 pub async fn revoke(
     auth: Authenticated<KeysWrite>,
     service: web::Data<Service>,
@@ -159,6 +234,19 @@ pub async fn revoke(
     Ok(HttpResponse::Ok().json(KeyView::new(&key, now)))
 }
 
+/// Replace a key with a new one of the same name, scopes, limits and expiry
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{id}/rotate",
+    operation_id = "rotate_key",
+    params(("id" = String, Path, description = "A key id (`key_…`)")),
+    request_body = Option<RotateKey>,
+    responses(
+        (status = 201, description = "The new key, its secret, and the old key", body = Rotated),
+        BodyProblems, NotFound, Conflict, AuthProblems,
+    ),
+    security(("bearer" = ["keys:write"])),
+)]
 pub async fn rotate(
     auth: Authenticated<KeysWrite>,
     service: web::Data<Service>,

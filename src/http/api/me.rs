@@ -2,23 +2,52 @@
 
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::views::{KeyView, UserView};
+use super::openapi::{Authenticated as AuthProblems, BadRequest, ForwardAuthPassed};
+use super::views::{KeyView, ScopeSchema, UserView};
 use crate::domain::Scope;
 use crate::domain::token::redact;
 use crate::http::auth::{AnyScope, Authenticated, authenticate};
 use crate::http::error::ApiError;
 
-pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+/// The server is up.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(schema_with = ok)]
+    status: &'static str,
 }
 
-#[derive(Serialize)]
-struct Me {
+fn ok() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String).enum_values(Some(["ok"])).build()
+}
+
+/// Is the server up? (no key needed)
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    operation_id = "health",
+    responses((status = 200, description = "The server is up", body = Health)),
+)]
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// The key that made the request and its user.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
     user: UserView,
     key: KeyView,
 }
 
+/// Who am I? The calling key and its user
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    operation_id = "me",
+    responses((status = 200, description = "The calling key and its user", body = Me), AuthProblems),
+    security(("bearer" = [])),
+)]
 pub async fn me(auth: Authenticated<AnyScope>) -> HttpResponse {
     let principal = auth.principal;
     HttpResponse::Ok()
@@ -27,14 +56,30 @@ pub async fn me(auth: Authenticated<AnyScope>) -> HttpResponse {
 
 /// Any method. `?scope=a&scope=b` names scopes the key must hold. On success: 200, an empty
 /// body, and the key id, username and scopes as headers for the proxy to pass upstream.
+#[utoipa::path(
+    method(get, head, post, put, patch, delete, options, trace),
+    path = "/v1/auth",
+    operation_id = "forward_auth",
+    summary = "Forward-auth: verify the request's key for a proxy (nginx `auth_request`, Caddy `forward_auth`, \
+        Traefik ForwardAuth)",
+    description = "Answers every method alike, because a proxy may pass the method of the request it \
+        guards. The body is ignored. `?scope=a&scope=b` names scopes the key must hold; other query \
+        parameters are ignored. On success: 200, an empty body, and the key id, username and scopes \
+        as headers for the proxy to pass upstream.",
+    params(("scope" = Option<Vec<ScopeSchema>>, Query, explode, description = "A scope the key must hold; repeat for several")),
+    responses(ForwardAuthPassed, BadRequest, AuthProblems),
+    security(("bearer" = [])),
+)]
 pub async fn forward_auth(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-        .map_err(|err| ApiError::invalid(format!("query string: {}", redact(&err.to_string()))))?;
-    let mut required = Vec::new();
-    for (_, value) in pairs.iter().filter(|(name, _)| name == "scope") {
-        let scope = Scope::parse(value).map_err(|e| ApiError::invalid(format!("scope: {e}")))?;
-        required.push(scope);
-    }
+    let required = match required_scopes(req.query_string()) {
+        Ok(required) => required,
+        Err(err) => {
+            // The key is checked first, as on every other route: a caller without a valid
+            // key gets 401 and learns nothing about what else is wrong with the request.
+            authenticate(&req, &[])?;
+            return Err(err);
+        }
+    };
     let required: Vec<&str> = required.iter().map(Scope::as_str).collect();
     let principal = authenticate(&req, &required)?;
     Ok(HttpResponse::Ok()
@@ -42,4 +87,14 @@ pub async fn forward_auth(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         .insert_header(("X-Iblueprint-User", principal.user.username.as_str()))
         .insert_header(("X-Iblueprint-Scopes", principal.key.scopes.joined()))
         .finish())
+}
+
+fn required_scopes(query: &str) -> Result<Vec<Scope>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|err| ApiError::invalid(format!("query string: {}", redact(&err.to_string()))))?;
+    pairs
+        .iter()
+        .filter(|(name, _)| name == "scope")
+        .map(|(_, value)| Scope::parse(value).map_err(|e| ApiError::invalid(format!("scope: {e}"))))
+        .collect()
 }

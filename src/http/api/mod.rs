@@ -2,43 +2,181 @@
 //!
 //! Each resource has a name, which the request log and metrics use instead of the raw path
 //! (low cardinality, and a token pasted into a URL by mistake never reaches a log line).
+//!
+//! [`ENDPOINTS`] is the one list of routes. Each entry pairs a handler with the
+//! `#[utoipa::path]` annotation that documents it, and both the actix route (path, methods, the
+//! `Allow` header of a 405) and the OpenAPI document ([`openapi`]) are built from that
+//! annotation, so the server cannot serve a route the document lacks, or the other way round.
 
 mod keys;
 mod me;
+pub mod openapi;
 pub mod views;
 
+use std::sync::LazyLock;
+
+use actix_web::dev::Handler;
+use actix_web::http::Method;
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{HttpResponse, web};
+use actix_web::{FromRequest, HttpResponse, Responder, Route, web};
+use utoipa::openapi::HttpMethod;
 
 use super::error::ApiError;
 
+/// The scope every route lives under; the paths in the annotations include it.
+const PREFIX: &str = "/v1";
+
+/// The OpenAPI tags, which group operations in the document (described in [`openapi`]).
+const KEYS: &str = "keys";
+const VERIFICATION: &str = "verification";
+const SERVICE: &str = "service";
+
+/// Every route under `/v1`: a resource name, its tag, and the operations served at its path.
+static ENDPOINTS: LazyLock<Vec<Endpoint>> = LazyLock::new(|| {
+    vec![
+        Endpoint::new("health", SERVICE, vec![operation(me::health, me::__path_health)]),
+        Endpoint::new("openapi", SERVICE, vec![operation(openapi::openapi_json, openapi::__path_openapi_json)]),
+        Endpoint::new("me", KEYS, vec![operation(me::me, me::__path_me)]),
+        Endpoint::new("auth", VERIFICATION, vec![operation(me::forward_auth, me::__path_forward_auth)]),
+        Endpoint::new(
+            "keys",
+            KEYS,
+            vec![operation(keys::list, keys::__path_list), operation(keys::create, keys::__path_create)],
+        ),
+        Endpoint::new(
+            "key",
+            KEYS,
+            vec![operation(keys::show, keys::__path_show), operation(keys::update, keys::__path_update)],
+        ),
+        Endpoint::new("key_revoke", KEYS, vec![operation(keys::revoke, keys::__path_revoke)]),
+        Endpoint::new("key_rotate", KEYS, vec![operation(keys::rotate, keys::__path_rotate)]),
+    ]
+});
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/v1")
-            // API responses describe keys; nothing here is for a shared cache.
-            .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
-            .service(resource("/health", "health", "GET").route(web::get().to(me::health)))
-            .service(resource("/me", "me", "GET").route(web::get().to(me::me)))
-            .service(web::resource("/auth").name("auth").route(web::route().to(me::forward_auth)))
-            .service(
-                resource("/keys", "keys", "GET, POST")
-                    .route(web::get().to(keys::list))
-                    .route(web::post().to(keys::create)),
-            )
-            .service(
-                resource("/keys/{id}", "key", "GET, PATCH")
-                    .route(web::get().to(keys::show))
-                    .route(web::patch().to(keys::update)),
-            )
-            .service(resource("/keys/{id}/revoke", "key_revoke", "POST").route(web::post().to(keys::revoke)))
-            .service(resource("/keys/{id}/rotate", "key_rotate", "POST").route(web::post().to(keys::rotate)))
-            .default_service(web::to(not_found)),
-    );
+    let mut scope = web::scope(PREFIX)
+        // API responses describe keys; nothing here is for a shared cache.
+        .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")));
+    for endpoint in ENDPOINTS.iter() {
+        scope = scope.service(endpoint.resource());
+    }
+    cfg.service(scope.default_service(web::to(not_found)));
 }
 
-/// A named resource whose other methods answer 405 with an `Allow` header.
-fn resource(path: &str, name: &str, allowed: &'static str) -> actix_web::Resource {
-    web::resource(path).name(name).default_service(web::to(move || method_not_allowed(allowed)))
+/// One resource: its name, its path under [`PREFIX`], and what it serves.
+struct Endpoint {
+    name: &'static str,
+    tag: &'static str,
+    path: String,
+    operations: Vec<Operation>,
+    /// The `Allow` header of a 405, e.g. `GET, POST`; `None` when every method is served.
+    allow: Option<String>,
+}
+
+/// A handler and its documentation, with the methods and path the documentation names.
+struct Operation {
+    path: String,
+    methods: Vec<HttpMethod>,
+    doc: fn() -> utoipa::openapi::path::Operation,
+    /// A route to the handler: for one method, or for any method when given `None`.
+    route: Box<dyn Fn(Option<Method>) -> Route + Send + Sync>,
+}
+
+/// Pairs `handler` with the type `#[utoipa::path]` generated for it (`__path_<handler>`).
+fn operation<P, F, Args>(handler: F, _documented_by: P) -> Operation
+where
+    P: utoipa::Path,
+    F: Handler<Args> + Copy + Send + Sync,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    Operation {
+        path: P::path(),
+        methods: P::methods(),
+        doc: P::operation,
+        route: Box::new(move |method| match method {
+            Some(method) => web::method(method).to(handler),
+            None => web::route().to(handler),
+        }),
+    }
+}
+
+impl Endpoint {
+    /// Panics on a table that contradicts itself: a programming error every test would hit.
+    fn new(name: &'static str, tag: &'static str, operations: Vec<Operation>) -> Self {
+        let path = operations.first().map(|op| op.path.clone()).unwrap_or_default();
+        assert!(
+            operations.iter().all(|op| op.path == path),
+            "the operations of endpoint {name} are documented at different paths"
+        );
+        let path = path
+            .strip_prefix(PREFIX)
+            .unwrap_or_else(|| panic!("endpoint {name}: documented path {path} is not under {PREFIX}"))
+            .to_owned();
+        let methods: Vec<&HttpMethod> = operations.iter().flat_map(|op| &op.methods).collect();
+        let any = ALL_METHODS.iter().all(|m| methods.contains(&m));
+        let allow = (!any).then(|| methods.iter().map(|m| method_of(m).to_string()).collect::<Vec<_>>().join(", "));
+        Endpoint { name, tag, path, operations, allow }
+    }
+
+    fn resource(&'static self) -> actix_web::Resource {
+        let mut resource = web::resource(self.path.as_str()).name(self.name);
+        match &self.allow {
+            None => {
+                // Every OpenAPI method is documented: serve any method at all (forward-auth).
+                for op in &self.operations {
+                    resource = resource.route((op.route)(None));
+                }
+            }
+            Some(allow) => {
+                for op in &self.operations {
+                    for method in &op.methods {
+                        resource = resource.route((op.route)(Some(method_of(method))));
+                    }
+                }
+                // Other methods answer 405 with an `Allow` header.
+                let allow: &'static str = allow.as_str();
+                resource = resource.default_service(web::to(move || method_not_allowed(allow)));
+            }
+        }
+        resource
+    }
+}
+
+/// The methods OpenAPI can describe.
+const ALL_METHODS: [HttpMethod; 8] = [
+    HttpMethod::Get,
+    HttpMethod::Head,
+    HttpMethod::Post,
+    HttpMethod::Put,
+    HttpMethod::Patch,
+    HttpMethod::Delete,
+    HttpMethod::Options,
+    HttpMethod::Trace,
+];
+
+fn method_of(method: &HttpMethod) -> Method {
+    match method {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Head => Method::HEAD,
+        HttpMethod::Post => Method::POST,
+        HttpMethod::Put => Method::PUT,
+        HttpMethod::Patch => Method::PATCH,
+        HttpMethod::Delete => Method::DELETE,
+        HttpMethod::Options => Method::OPTIONS,
+        HttpMethod::Trace => Method::TRACE,
+    }
+}
+
+/// Every documented operation as (full path, methods, documentation), in table order.
+fn documented() -> impl Iterator<Item = (&'static str, &'static [HttpMethod], utoipa::openapi::path::Operation)> {
+    ENDPOINTS.iter().flat_map(|endpoint| {
+        endpoint.operations.iter().map(|op| {
+            let mut doc = (op.doc)();
+            doc.tags = Some(vec![endpoint.tag.to_owned()]);
+            (op.path.as_str(), &op.methods[..], doc)
+        })
+    })
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
