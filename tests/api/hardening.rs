@@ -96,6 +96,13 @@ fn silent_for(stream: &mut TcpStream, wait: Duration) -> bool {
     matches!(stream.peek(&mut buf), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
 }
 
+/// True if the server sends something (not just a close) within `wait`.
+fn answered_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = [0u8; 1];
+    matches!(stream.peek(&mut buf), Ok(n) if n > 0)
+}
+
 const HEALTH: &[u8] = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
 fn status_of(response: &str) -> &str {
@@ -179,22 +186,55 @@ fn connections_past_max_connections_wait_in_the_queue_until_one_closes() {
 
 #[test]
 fn a_tls_client_that_never_finishes_the_handshake_is_closed_after_the_handshake_timeout() {
-    let dir = TestDir::new();
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params").self_signed(&key);
-    let (cert_path, key_path) = (dir.dir.path().join("cert.pem"), dir.dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.expect("certificate").pem()).expect("write cert");
-    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-    let server = dir.start_with(
-        &[],
-        &[("IBLUEPRINT_TLS_CERT", cert_path.to_str().unwrap()), ("IBLUEPRINT_TLS_KEY", key_path.to_str().unwrap())],
-    );
+    let (dir, cert, key) = tls_files();
+    let server = dir.start_with(&[], &[("IBLUEPRINT_TLS_CERT", &cert), ("IBLUEPRINT_TLS_KEY", &key)]);
     let mut silent = connect(&server);
     let closed = read_until_closed(&mut silent, Instant::now());
     assert!(closed.bytes.is_empty(), "{:?}", closed.text());
     // 5 s (src/http/limits.rs), well before the 10 s request timeout could apply.
     assert!(closed.after >= Duration::from_millis(4500), "closed after {:?}", closed.after);
     assert!(closed.after < Duration::from_secs(9), "closed only after {:?}", closed.after);
+}
+
+#[test]
+fn tls_handshakes_past_256_in_progress_per_worker_wait_until_one_ends() {
+    let (dir, cert, key) = tls_files();
+    let server = dir.start_with(
+        &[],
+        &[("IBLUEPRINT_HTTP_WORKERS", "1"), ("IBLUEPRINT_TLS_CERT", &cert), ("IBLUEPRINT_TLS_KEY", &key)],
+    );
+    // A ClientHello from a real TLS client; any answer from the server (its ServerHello)
+    // shows the handshake started. Certificates are never checked: it goes no further.
+    let hello = |stream: &mut TcpStream| {
+        let roots = rustls::RootCertStore::empty();
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let mut client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+        client.write_tls(stream).expect("send ClientHello");
+    };
+    let mut prompt = connect(&server);
+    hello(&mut prompt);
+    assert!(answered_within(&mut prompt, PATIENCE), "a lone handshake is answered");
+    drop(prompt);
+    // 256 clients that connect and never say hello fill the worker's handshake slots.
+    let stalled: Vec<TcpStream> = (0..256).map(|_| connect(&server)).collect();
+    let mut waiting = connect(&server);
+    hello(&mut waiting);
+    assert!(silent_for(&mut waiting, Duration::from_millis(700)), "a 257th handshake started at once");
+    drop(stalled);
+    assert!(answered_within(&mut waiting, PATIENCE), "the waiting handshake goes ahead once the slots free up");
+}
+
+/// A folder with a self-signed certificate and its key for `localhost`, as paths.
+fn tls_files() -> (TestDir, String, String) {
+    let dir = TestDir::new();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params").self_signed(&key);
+    let (cert_path, key_path) = (dir.dir.path().join("cert.pem"), dir.dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.expect("certificate").pem()).expect("write cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    let path = |p: std::path::PathBuf| p.to_str().expect("utf-8 path").to_owned();
+    (dir, path(cert_path), path(key_path))
 }
 
 // ----- header limits -----

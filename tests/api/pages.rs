@@ -144,7 +144,11 @@ impl Browser {
                 self.cookies.borrow_mut().insert(name.to_owned(), value.to_owned());
             }
         }
-        Page { status, headers, body: response.text().expect("body") }
+        let body = response.text().expect("body");
+        if status >= 400 {
+            assert_no_secrets(&format!("a {status} page"), body.as_bytes());
+        }
+        Page { status, headers, body }
     }
 
     /// Signs in through the form; panics unless it works.
