@@ -30,6 +30,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{CliError, ImportArgs};
+use crate::domain::token::redact;
 use crate::domain::{Key, KeyId, Timestamp, User, UserId, Username};
 use crate::store::snapshot::{Counts, ReadOnlyStore, Record, existing_records, read_foreign};
 use crate::store::{SCHEMA_VERSION, Store, StoreError};
@@ -95,15 +96,17 @@ pub fn read_jsonl(source: impl Read) -> Result<(ExportHeader, Vec<Record>), Impo
     if !next_line(&mut line, &mut number)? {
         return Err(ImportError::File("the file is empty".into()));
     }
-    let header: ExportHeader = serde_json::from_str(&line)
-        .map_err(|e| ImportError::Line { line: 1, message: format!("not an iblueprint export header: {e}") })?;
+    let header: ExportHeader = serde_json::from_str(&line).map_err(|e| ImportError::Line {
+        line: 1,
+        message: redact(&format!("not an iblueprint export header: {e}")),
+    })?;
     if header.format != EXPORT_FORMAT || header.format_version != EXPORT_FORMAT_VERSION {
         return Err(ImportError::Line {
             line: 1,
-            message: format!(
+            message: redact(&format!(
                 "format {} version {} is not one this binary reads ({EXPORT_FORMAT} version {EXPORT_FORMAT_VERSION})",
                 header.format, header.format_version
-            ),
+            )),
         });
     }
     if header.schema_version > SCHEMA_VERSION {
@@ -122,7 +125,7 @@ pub fn read_jsonl(source: impl Read) -> Result<(ExportHeader, Vec<Record>), Impo
             continue;
         }
         let record: Record = serde_json::from_str(&line)
-            .map_err(|e| ImportError::Line { line: number, message: crate::domain::token::redact(&e.to_string()) })?;
+            .map_err(|e| ImportError::Line { line: number, message: redact(&e.to_string()) })?;
         counts.add(&record, header.exported_at);
         records.push(record);
     }
@@ -133,6 +136,15 @@ pub fn read_jsonl(source: impl Read) -> Result<(ExportHeader, Vec<Record>), Impo
         )));
     }
     Ok((header, records))
+}
+
+/// What `import` checks before it writes anything, for an export held in memory: the
+/// header, every line, the counts and the records' consistency. No file and no store, so
+/// the fuzz target (`tests/fuzz`) can feed it arbitrary bytes.
+pub fn parse_jsonl(bytes: &[u8]) -> Result<Vec<Record>, ImportError> {
+    let (_, records) = read_jsonl(bytes)?;
+    validate(&records)?;
+    Ok(records)
 }
 
 /// Reads a backup of either kind, detected from its first bytes.
@@ -217,12 +229,14 @@ pub fn validate(records: &[Record]) -> Result<(), ImportError> {
 }
 
 /// What a merge adds, and what stops it.
-struct MergePlan {
-    add: Vec<Record>,
-    conflicts: Vec<String>,
+pub struct MergePlan {
+    pub add: Vec<Record>,
+    pub conflicts: Vec<String>,
 }
 
-fn plan_merge(incoming: Vec<Record>, existing: &[Record]) -> MergePlan {
+/// Plans merging `incoming` into a data file holding `existing`. Pure; public for the fuzz
+/// target, which checks that merging a valid backup into itself adds nothing.
+pub fn plan_merge(incoming: Vec<Record>, existing: &[Record]) -> MergePlan {
     let mut users_by_id: HashMap<&UserId, &User> = HashMap::new();
     let mut users_by_name: HashMap<&Username, &User> = HashMap::new();
     let mut keys_by_id: HashMap<&KeyId, &Key> = HashMap::new();
