@@ -28,13 +28,11 @@ use crate::service::Service;
 
 pub struct ServerOptions {
     pub listen: SocketAddr,
-    /// Worker threads; `None` means one per core.
-    pub workers: Option<usize>,
     /// What the settings pages need from the configuration.
     pub pages: pages::PagesConfig,
     /// Serve HTTPS with this configuration (see [`tls::load`]); `None` serves plain HTTP.
     pub tls: Option<tls::TlsConfig>,
-    /// Connections and timeouts ([`limits`]); its `workers` is ignored in favour of `workers` above.
+    /// Worker threads, connections and timeouts (see [`limits`]).
     pub http: crate::config::HttpSettings,
 }
 
@@ -77,7 +75,7 @@ pub async fn serve(
     // One for all workers: it holds new secrets between the POST that makes and the GET that shows them.
     let pages = web::Data::new(pages::Pages::new(options.pages));
     let over_tls = options.tls.is_some();
-    let workers = options.workers.unwrap_or_else(limits::default_workers);
+    let workers = options.http.workers.unwrap_or_else(limits::default_workers);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
