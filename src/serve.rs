@@ -46,6 +46,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
 
     let options = ServerOptions {
         listen: config.listen,
+        workers: config.http.workers,
         pages: PagesConfig { public_url: config.public_url.clone() },
         tls,
         http: config.http,

@@ -28,11 +28,14 @@ use crate::service::Service;
 
 pub struct ServerOptions {
     pub listen: SocketAddr,
+    /// Worker threads; `None` means one per core. (`http.workers` is not read here: the
+    /// caller decides, as `serve` does from the same setting.)
+    pub workers: Option<usize>,
     /// What the settings pages need from the configuration.
     pub pages: pages::PagesConfig,
     /// Serve HTTPS with this configuration (see [`tls::load`]); `None` serves plain HTTP.
     pub tls: Option<tls::TlsConfig>,
-    /// Worker threads, connections and timeouts (see [`limits`]).
+    /// Connections and timeouts (see [`limits`]).
     pub http: crate::config::HttpSettings,
 }
 
@@ -75,7 +78,7 @@ pub async fn serve(
     // One for all workers: it holds new secrets between the POST that makes and the GET that shows them.
     let pages = web::Data::new(pages::Pages::new(options.pages));
     let over_tls = options.tls.is_some();
-    let workers = options.http.workers.unwrap_or_else(limits::default_workers);
+    let workers = options.workers.unwrap_or_else(limits::default_workers);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
