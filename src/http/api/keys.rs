@@ -20,7 +20,9 @@ use crate::service::{DEFAULT_PAGE, KeyPatch, MAX_PAGE, NewKey, Service};
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    #[schema(min_length = 1, max_length = 100)]
+    /// 1–100 characters once leading and trailing whitespace is trimmed; no control characters.
+    /// (No `maxLength`: a longer name padded with whitespace is accepted, trimmed.)
+    #[schema(min_length = 1)]
     name: String,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<RateLimitView>)]
@@ -42,7 +44,9 @@ pub struct CreateKey {
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
-    #[schema(min_length = 1, max_length = 100)]
+    /// 1–100 characters once leading and trailing whitespace is trimmed; no control characters.
+    /// (No `maxLength`: a longer name padded with whitespace is accepted, trimmed.)
+    #[schema(min_length = 1)]
     name: Option<String>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<RateLimitView>)]
