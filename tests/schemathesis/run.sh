@@ -86,14 +86,21 @@ PY
 IBLUEPRINT_PROTECTED_KEY_IDS="$(key_id "$KEY_A"),$(key_id "$KEY_B")"
 export IBLUEPRINT_PROTECTED_KEY_IDS
 
-# Two identities (Web Fuzzing Commons auth file): alice runs the tests; object_level_authorization
-# replays alice's reads of her own keys as bob, who must not see them.
+# Two identities (a Web Fuzzing Commons auth file): alice runs the tests, and as peers
+# object_level_authorization replays each one's reads of their own keys as the other, who
+# must not get them.
 cat >"$WORK/auth.json" <<JSON
 {"auth": [
   {"name": "alice", "fixedHeaders": [{"name": "Authorization", "value": "Bearer $KEY_A"}]},
   {"name": "bob", "fixedHeaders": [{"name": "Authorization", "value": "Bearer $KEY_B"}]}
 ]}
 JSON
+cat >"$WORK/schemathesis.toml" <<TOML
+[auth.wfc]
+path = "$WORK/auth.json"
+user = "alice"
+peers = ["alice", "bob"]
+TOML
 
 "$VENV/bin/python" - "$BASE/v1/openapi.json" <<'PY'
 import json, sys, urllib.request
@@ -109,9 +116,8 @@ echo "schemathesis $VERSION against $BASE ($PROFILE build), seed $SEED, $MAX_EXA
 started=$(date +%s)
 status=0
 # From the temp dir: schemathesis keeps a cache (.schemathesis/) in its working directory.
-(cd "$WORK" && SCHEMATHESIS_HOOKS=$ROOT/tests/schemathesis/hooks.py "$VENV/bin/schemathesis" run \
-    "$BASE/v1/openapi.json" \
-    --auth-wfc "$WORK/auth.json" --auth-wfc-user alice \
+(cd "$WORK" && SCHEMATHESIS_HOOKS=$ROOT/tests/schemathesis/hooks.py "$VENV/bin/schemathesis" \
+    --config-file "$WORK/schemathesis.toml" run "$BASE/v1/openapi.json" \
     --checks all --exclude-checks "$EXCLUDED_CHECKS" \
     --max-examples "$MAX_EXAMPLES" --seed "$SEED" --workers "$WORKERS" \
     --report junit --report-junit-path "$REPORT/junit.xml") || status=$?
