@@ -80,7 +80,10 @@ pub const PROBLEMS: &[(u16, &str, &str, &[&str])] = &[
             `Authorization: Bearer ibp_…`. Errors are RFC 9457 `application/problem+json` bodies with \
             a stable `code`. Responses to a key with rate limits carry `RateLimit-Policy` and \
             `RateLimit` (draft-ietf-httpapi-ratelimit-headers). A method a path does not list \
-            answers 405 with an `Allow` header; an unknown path answers 404. Times are RFC 3339 UTC.",
+            answers 405 with an `Allow` header; an unknown path answers 404. Times are RFC 3339 UTC. \
+            Limits on the connection itself are answered before any route, without a problem body: \
+            408 for a request head slower than the server's request timeout, 431 for too many or \
+            too large headers.",
     ),
     components(schemas(
         KeyView, RateLimitView, ScopeSchema, UserView, Me, Health, KeyList, Created, Rotated, CreateKey, UpdateKey, RotateKey,
