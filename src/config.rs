@@ -114,7 +114,7 @@ pub const SETTINGS: &[Setting] = &[
         key: "http.request_timeout",
         env: "IBLUEPRINT_HTTP_REQUEST_TIMEOUT",
         default: Some("10s"),
-        help: "Time a new connection has to send its request headers; a slower one gets 408 and is closed (1s to 5m).",
+        help: "Time a client has to send a request's headers, and again its body; too slow: 408 (headers) or 400 (body), then closed (1s to 5m).",
     },
     Setting {
         key: "http.keep_alive",

@@ -18,22 +18,25 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A JSON body that must be present.
 pub struct Json<T>(pub T);
 
-/// A JSON body that may be empty, in which case `T::default()` stands in.
+/// A JSON body that may be absent (no bytes at all), in which case `T::default()` stands in.
 pub struct OptionalJson<T>(pub T);
 
 type BodyFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ApiError>>>>;
 
-/// Reads the body (at most [`MAX_BODY_BYTES`]) and parses it, or calls `when_empty` if the
-/// body is empty or only whitespace.
+/// Reads the body (at most [`MAX_BODY_BYTES`]) and parses it, or calls `when_empty` if there
+/// is none. Whitespace alone is not a JSON text (RFC 8259): it is a malformed body, not an
+/// absent one, as the OpenAPI document says (absent, or an object).
 fn read_json<T: DeserializeOwned + 'static>(
     req: &HttpRequest,
     payload: &mut Payload,
     when_empty: fn() -> Result<T, ApiError>,
 ) -> BodyFuture<T> {
     let bytes = web::Bytes::from_request(req, payload);
+    let deadline = super::limits::BodyDeadline::of(req);
     Box::pin(async move {
-        let bytes = bytes.await.map_err(payload_error)?;
-        if bytes.iter().all(u8::is_ascii_whitespace) { when_empty() } else { parse(&bytes) }
+        let late = || ApiError::invalid(format!("the request body did not arrive within {} s", deadline.as_secs()));
+        let bytes = actix_web::rt::time::timeout(deadline, bytes).await.map_err(|_| late())?.map_err(payload_error)?;
+        if bytes.is_empty() { when_empty() } else { parse(&bytes) }
     })
 }
 

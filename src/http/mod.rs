@@ -79,11 +79,13 @@ pub async fn serve(
     let pages = web::Data::new(pages::Pages::new(options.pages));
     let over_tls = options.tls.is_some();
     let workers = options.workers.unwrap_or_else(limits::default_workers);
+    let body_deadline = limits::BodyDeadline(options.http.request_timeout);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(pages.clone())
             .app_data(body::payload_config())
+            .app_data(body_deadline)
             .wrap(actix_web::middleware::from_fn(rate_headers::add))
             .wrap(actix_web::middleware::from_fn(request_log::log))
             // Wrapped last, so outermost: every response over TLS carries it, errors included.

@@ -120,12 +120,14 @@ fn read_body(req: &HttpRequest, payload: &mut Payload) -> BoxFuture<web::Bytes> 
         .and_then(|v| v.split(';').next())
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
     let payload = web::Payload::from_request(req, payload).into_inner();
+    let deadline = crate::http::limits::BodyDeadline::of(req);
     Box::pin(async move {
         if !url_encoded {
             return Err(PageError::BadRequest("Forms must be sent as application/x-www-form-urlencoded."));
         }
         let payload = payload.map_err(|_| PageError::BadRequest("The form could not be read."))?;
-        match payload.to_bytes_limited(MAX_FORM_BYTES).await {
+        let read = actix_web::rt::time::timeout(deadline, payload.to_bytes_limited(MAX_FORM_BYTES));
+        match read.await.map_err(|_| PageError::BadRequest("The form did not arrive in time."))? {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(_)) => Err(PageError::BadRequest("The form could not be read.")),
             Err(_) => Err(PageError::BadRequest("The form is larger than 16 KiB.")),
