@@ -32,10 +32,8 @@ fn read_json<T: DeserializeOwned + 'static>(
     when_empty: fn() -> Result<T, ApiError>,
 ) -> BodyFuture<T> {
     let bytes = web::Bytes::from_request(req, payload);
-    let deadline = super::limits::BodyDeadline::of(req);
     Box::pin(async move {
-        let late = || ApiError::invalid(format!("the request body did not arrive within {} s", deadline.as_secs()));
-        let bytes = actix_web::rt::time::timeout(deadline, bytes).await.map_err(|_| late())?.map_err(payload_error)?;
+        let bytes = bytes.await.map_err(payload_error)?;
         if bytes.is_empty() { when_empty() } else { parse(&bytes) }
     })
 }
@@ -63,7 +61,8 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde happily reads a struct from an array in field order (`["name", …]`); only an
     // object is a valid body here. Other non-objects fail in serde with a precise position.
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+    // Whitespace alone (nothing to find) is no JSON at all.
+    if matches!(bytes.iter().find(|b| !b.is_ascii_whitespace()), None | Some(b'[')) {
         return Err(ApiError::invalid("the request body must be a JSON object"));
     }
     let mut json = serde_json::Deserializer::from_slice(bytes);

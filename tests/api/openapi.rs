@@ -244,3 +244,17 @@ fn forward_auth_checks_the_key_before_the_scopes_it_is_asked_for() {
     assert_eq!(response.status(), 400);
     assert_eq!(response.json::<Value>().unwrap()["code"], "invalid_request");
 }
+
+#[test]
+fn an_optional_body_may_be_absent_but_whitespace_is_not_json() {
+    let f = alice();
+    for (path, created) in [("revoke", 200), ("rotate", 201)] {
+        let (key, _) = f.server.create_key(&f.key, json!({"name": "k"}));
+        let url = f.server.url(&format!("/v1/keys/{}/{path}", key["id"].as_str().unwrap()));
+        let blank = f.server.client.post(&url).header("content-type", "application/json").body("\n");
+        let response = f.server.send(blank, Some(&f.key));
+        assert_eq!(response.status(), 400, "{path} with a blank body");
+        assert_eq!(response.json::<Value>().unwrap()["code"], "invalid_request");
+        assert_eq!(f.server.send(f.server.client.post(&url), Some(&f.key)).status(), created, "{path} without a body");
+    }
+}
