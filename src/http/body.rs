@@ -32,8 +32,10 @@ fn read_json<T: DeserializeOwned + 'static>(
     when_empty: fn() -> Result<T, ApiError>,
 ) -> BodyFuture<T> {
     let bytes = web::Bytes::from_request(req, payload);
+    let deadline = super::limits::BodyDeadline::of(req);
     Box::pin(async move {
-        let bytes = bytes.await.map_err(payload_error)?;
+        let late = || ApiError::invalid(format!("the request body did not arrive within {} s", deadline.as_secs()));
+        let bytes = actix_web::rt::time::timeout(deadline, bytes).await.map_err(|_| late())?.map_err(payload_error)?;
         if bytes.is_empty() { when_empty() } else { parse(&bytes) }
     })
 }
