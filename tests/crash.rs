@@ -455,7 +455,9 @@ fn mixed_load_with_sigkills_at_random_moments_keeps_every_promise() {
         }
 
         // The file as the crash left it passes redb's integrity check and ours.
+        let crashed = std::fs::read(dir.data()).expect("read the data file");
         let out = dir.cli(&["check"], "");
+        assert!(std::fs::read(dir.data()).expect("read") == crashed, "round {round}: `check` changed the file");
         assert!(
             out.status.success(),
             "round {round} (CRASH_SEED={seed}): `iblueprint check` after the kill failed:\n{}{}",

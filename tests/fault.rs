@@ -451,3 +451,33 @@ fn a_fault_during_the_rate_limit_flush_keeps_the_server_up_and_limits_enforced()
     assert!(state.starts_with("\"hour\";r=5;"), "4 spent before the fault, this one the 5th: {state}");
     drop(server.stop());
 }
+
+/// `iblueprint check` on damaged files: exit 1 with a message, never a panic, and the file
+/// is left as it was. (Crash-recovered files passing it are shown by `tests/crash.rs`.)
+#[test]
+fn check_reports_a_damaged_file_with_exit_1_and_leaves_it_alone() {
+    let dir = TestDir::new();
+    dir.add_user("alice");
+    dir.issue_key("alice", &["keys:read"]);
+    let ok = dir.cli(&["check"], "");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(stdout.contains("1 users, 1 keys (0 revoked)") && stdout.contains("ok: "), "{stdout}");
+
+    // Every page after the first (redb's header) gets a flipped byte: a disk that rotted.
+    let mut bytes = std::fs::read(dir.data()).expect("read");
+    for page in (4096..bytes.len()).step_by(4096) {
+        bytes[page + 100] ^= 0x5A;
+    }
+    std::fs::write(dir.data(), &bytes).expect("write");
+    let damaged = dir.cli(&["check"], "");
+    let stderr = String::from_utf8_lossy(&damaged.stderr);
+    assert_eq!(damaged.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("problem") || stderr.contains("error: "), "{stderr}");
+    assert!(std::fs::read(dir.data()).expect("read") == bytes, "check must not touch the file");
+
+    std::fs::write(dir.data(), b"not a database at all").expect("write");
+    let garbage = dir.cli(&["check"], "");
+    assert_eq!(garbage.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&garbage.stderr).contains("is not an iblueprint data file"));
+}

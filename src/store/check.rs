@@ -43,6 +43,21 @@ pub fn check_file(path: &Path, now: Timestamp) -> Result<CheckReport, StoreError
     if !path.exists() {
         return Err(StoreError::Missing(path.to_owned()));
     }
+    // redb may panic on a file damaged in ways it does not expect (a malformed allocator
+    // state, say), from the first open on: that is a finding, not a crash of `check`.
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_guarded(path, now)));
+    std::panic::set_hook(quiet);
+    outcome.unwrap_or_else(|_| {
+        Ok(CheckReport {
+            problems: vec!["redb could not make sense of the file (it panicked reading it)".into()],
+            ..CheckReport::default()
+        })
+    })
+}
+
+fn check_guarded(path: &Path, now: Timestamp) -> Result<CheckReport, StoreError> {
     // Read-only in exclusive-writer mode conflicts with a live server (and keeps one from
     // starting) while the copy is taken. A file that needs recovery cannot be opened
     // read-only at all; then the copy is taken unguarded and compared before and after.
@@ -64,16 +79,10 @@ pub fn check_file(path: &Path, now: Timestamp) -> Result<CheckReport, StoreError
     let mut report = CheckReport { recovered: guard.is_none(), ..CheckReport::default() };
     drop(guard);
 
-    // redb may panic on a file damaged in ways it does not expect; that is a finding.
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_copy(copy.path(), now, &mut report)));
-    std::panic::set_hook(quiet);
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(StoreError::Corrupt { table, reason })) => report.problems.push(format!("{table}: {reason}")),
-        Ok(Err(err)) => report.problems.push(err.to_string()),
-        Err(_) => report.problems.push("redb could not make sense of the file (it panicked reading it)".into()),
+    match check_copy(copy.path(), now, &mut report) {
+        Ok(()) => {}
+        Err(StoreError::Corrupt { table, reason }) => report.problems.push(format!("{table}: {reason}")),
+        Err(err) => report.problems.push(err.to_string()),
     }
     Ok(report)
 }
@@ -252,5 +261,110 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{KeyName, KeySpec, RateLimit, Scopes, Token, Username};
+
+    /// A data file with one user and one key, closed; returns its path and the key.
+    fn sound_file(dir: &tempfile::TempDir) -> (std::path::PathBuf, Key) {
+        let path = dir.path().join("c.redb");
+        let store = super::super::Store::open(&path).unwrap();
+        let user = User {
+            id: UserId::generate(&mut getrandom::SysRng).unwrap(),
+            username: Username::parse("alice").unwrap(),
+            password_hash: String::new(),
+            is_admin: false,
+            created_at: Timestamp::from_unix(0),
+            disabled_at: None,
+        };
+        let token = Token::generate(&mut getrandom::SysRng).unwrap();
+        let spec = KeySpec {
+            name: KeyName::parse("k").unwrap(),
+            expires_at: None,
+            rate_limit: RateLimit::UNLIMITED,
+            scopes: Scopes::default(),
+        };
+        let id = KeyId::generate(&mut getrandom::SysRng).unwrap();
+        let mut key = Key::new(id, user.id.clone(), &token, spec, Timestamp::from_unix(0));
+        store
+            .write(|tx| {
+                tx.put_user(&user)?;
+                tx.insert_key(&mut key)
+            })
+            .unwrap();
+        (path, key)
+    }
+
+    /// Damages the file with a raw redb transaction, as a bug or a bad restore might.
+    fn damage(path: &Path, change: impl FnOnce(&redb::WriteTransaction)) {
+        let db = builder().create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        change(&txn);
+        txn.commit().unwrap();
+    }
+
+    fn problems(path: &Path) -> Vec<String> {
+        check_file(path, Timestamp::from_unix(1)).unwrap().problems
+    }
+
+    #[test]
+    fn a_sound_file_passes_with_its_counts_and_is_left_byte_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = sound_file(&dir);
+        let before = std::fs::read(&path).unwrap();
+        let report = check_file(&path, Timestamp::from_unix(1)).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!((report.users, report.keys, report.revoked, report.audit), (1, 1, 0, 0));
+        assert!(!report.recovered);
+        assert!(std::fs::read(&path).unwrap() == before, "check must not write to the file");
+    }
+
+    #[test]
+    fn a_hash_entry_pointing_nowhere_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = sound_file(&dir);
+        damage(&path, |txn| {
+            txn.open_table(KEY_HASHES).unwrap().insert(&[7u8; 32], "key_nothing").unwrap();
+        });
+        let found = problems(&path);
+        assert!(found.iter().any(|p| p.starts_with("key_hashes: 2 entries for 1 keys")), "{found:?}");
+    }
+
+    #[test]
+    fn a_key_missing_from_its_indexes_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = sound_file(&dir);
+        damage(&path, |txn| {
+            txn.open_table(KEY_HASHES).unwrap().remove(&key.hash.0).unwrap();
+            txn.open_table(USER_KEYS).unwrap().remove((key.user_id.as_str(), key.seq)).unwrap();
+        });
+        let found = problems(&path);
+        assert!(found.iter().any(|p| p.contains("no entry for") && p.contains(key.id.as_str())), "{found:?}");
+        assert!(found.iter().any(|p| p.starts_with("user_keys: 0 entries for 1 keys")), "{found:?}");
+    }
+
+    #[test]
+    fn an_undecodable_record_and_a_lost_username_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = sound_file(&dir);
+        damage(&path, |txn| {
+            txn.open_table(KEYS).unwrap().insert(key.id.as_str(), &[0xFFu8, 1, 2][..]).unwrap();
+            txn.open_table(USERNAMES).unwrap().remove("alice").unwrap();
+        });
+        let found = problems(&path);
+        assert!(found.iter().any(|p| p.starts_with(&format!("keys: record {}", key.id))), "{found:?}");
+        assert!(found.iter().any(|p| p.starts_with("usernames: 0 entries for 1 users")), "{found:?}");
+    }
+
+    #[test]
+    fn a_file_held_by_a_writer_is_refused_not_copied_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = sound_file(&dir);
+        let _server = super::super::Store::open(&path).unwrap();
+        assert!(matches!(check_file(&path, Timestamp::from_unix(1)), Err(StoreError::Locked(_))));
     }
 }

@@ -5,9 +5,11 @@
 //! Everything lives in one redb file. redb commits are copy-on-write with a checksummed
 //! commit slot: a crash leaves either the previous or the new state, never a mix. Every
 //! [`Store::write`] commits with `Durability::Immediate` (fsync) before it returns `Ok`, so a
-//! change the API has acknowledged survives a crash or power cut. A write that fails leaves
-//! nothing behind: the transaction is dropped, which aborts it.
+//! change the API has acknowledged survives a crash or power cut. A write whose closure
+//! fails leaves nothing behind: the transaction is dropped, which aborts it. A commit that
+//! fails on the disk is all or nothing, but which one only a reopen tells (see below).
 //!
+//! # I/O errors
 //! After an I/O error redb refuses further writes (it may have half-written pages): every
 //! later write fails with `PreviousIo` until the database is closed and opened again, which
 //! runs redb's recovery and yields the last commit that reached the disk whole. The store
@@ -201,7 +203,8 @@ impl Store {
     }
 
     /// Runs `change` in one write transaction and commits it durably (fsync) when it
-    /// returns `Ok`. On `Err` nothing is written.
+    /// returns `Ok`. When `change` fails nothing is written; when the commit itself fails on
+    /// the disk, see "I/O errors" above.
     pub fn write<T, E: From<StoreError>>(&self, change: impl FnOnce(&mut WriteTxn) -> Result<T, E>) -> Result<T, E> {
         // redb allows one write transaction at a time anyway, so this lock costs nothing
         // extra; it only extends that exclusion over the view refresh.
