@@ -305,32 +305,38 @@ pub fn remember_cookies(response: &Response) {
     }
 }
 
-const TOKEN_PREFIX: &[u8] = b"ibp_";
+const TOKEN_PREFIX: &str = "ibp_";
 /// The characters after the prefix: 40 random and 6 of checksum.
 const TOKEN_BODY_LEN: usize = 46;
 
 /// Every place in `bytes` holding a secret: anything token-shaped, and every remembered
 /// secret. Each find is described with its offset and a redacted excerpt of its line.
+/// Offsets count in the text as read, with invalid UTF-8 shown as U+FFFD (which never
+/// swallows an ASCII byte, so no secret can hide in the conversion).
 pub fn find_secrets(bytes: &[u8]) -> Vec<String> {
+    // std's substring search is optimised even in a debug build; a byte loop here is not.
+    let text = String::from_utf8_lossy(bytes);
+    let bytes = text.as_bytes();
     // (offset, length, what), so that one secret found both ways is reported once.
     let mut found: Vec<(usize, usize, &str)> = Vec::new();
     // Token shape: the prefix and at least 46 base62 characters (a token with junk glued
     // to its end still leaks the token).
-    let mut at = 0;
-    while let Some(i) = find(&bytes[at..], TOKEN_PREFIX).map(|i| i + at) {
-        let body = &bytes[i + TOKEN_PREFIX.len()..];
-        let run = body.iter().take_while(|b| b.is_ascii_alphanumeric()).count();
+    for (i, _) in text.match_indices(TOKEN_PREFIX) {
+        let run = bytes[i + TOKEN_PREFIX.len()..].iter().take_while(|b| b.is_ascii_alphanumeric()).count();
         if run >= TOKEN_BODY_LEN {
             found.push((i, TOKEN_PREFIX.len() + run, "a token-shaped string"));
         }
-        at = i + 1;
     }
     // Remembered secrets, found in one pass over `bytes` by their first bytes.
     let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     secrets.insert(PASSWORD.to_owned());
     let heads: HashSet<&[u8]> = secrets.iter().map(|s| &s.as_bytes()[..MIN_SECRET_LEN]).collect();
+    // A first-byte table spares most positions the hash (data files are mostly zeros);
+    // a server's data file is scanned at every drop, crash rounds included.
+    let mut first = [false; 256];
+    secrets.iter().for_each(|s| first[usize::from(s.as_bytes()[0])] = true);
     for i in 0..bytes.len().saturating_sub(MIN_SECRET_LEN - 1) {
-        if !heads.contains(&bytes[i..i + MIN_SECRET_LEN]) {
+        if !first[usize::from(bytes[i])] || !heads.contains(&bytes[i..i + MIN_SECRET_LEN]) {
             continue;
         }
         for secret in &secrets {
@@ -341,10 +347,6 @@ pub fn find_secrets(bytes: &[u8]) -> Vec<String> {
         }
     }
     found.into_iter().map(|(at, len, what)| describe(bytes, at, len, what)).collect()
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// "offset N: WHAT in `…line with [ibp_a1B2…redacted]…`": the secret cut to its first
