@@ -24,8 +24,12 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup (redb or jsonl) into a new data file, or merge it into one.
     Import(ImportArgs),
-    /// Check a data file or a redb backup offline: redb's integrity check, every record
-    /// decoded, indexes against records. Never writes to the file; exit 1 if anything is wrong.
+    /// Check a data file or a redb backup offline (an fsck); exit 1 if anything is wrong.
+    ///
+    /// Runs redb's integrity check (after crash recovery, if the file was not shut down
+    /// cleanly), decodes every record, and checks the indexes against the records. It works
+    /// on a private copy and never writes to the file; a file a running server holds is
+    /// refused (stop the server, or check a backup).
     Check(CheckArgs),
     /// Manage users directly on the data file (the server must be stopped).
     #[command(subcommand)]
