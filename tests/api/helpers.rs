@@ -289,8 +289,14 @@ const MIN_SECRET_LEN: usize = 8;
 /// Remembers a secret the test has seen issued (or typed, for passwords), so that any later
 /// scan fails if it shows up.
 pub fn remember_secret(secret: &str) {
-    if secret.len() >= MIN_SECRET_LEN {
-        SECRETS.lock().unwrap_or_else(|e| e.into_inner()).insert(secret.to_owned());
+    if secret.len() < MIN_SECRET_LEN {
+        return;
+    }
+    let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    secrets.insert(secret.to_owned());
+    // A token's 40 random characters leak it even without the prefix and checksum.
+    if let Some(random) = secret.strip_prefix(TOKEN_PREFIX).and_then(|rest| rest.get(..TOKEN_RANDOM_LEN)) {
+        secrets.insert(random.to_owned());
     }
 }
 
@@ -308,6 +314,7 @@ pub fn remember_cookies(response: &Response) {
 const TOKEN_PREFIX: &str = "ibp_";
 /// The characters after the prefix: 40 random and 6 of checksum.
 const TOKEN_BODY_LEN: usize = 46;
+const TOKEN_RANDOM_LEN: usize = 40;
 
 /// Every place in `bytes` holding a secret: anything token-shaped, and every remembered
 /// secret. Each find is described with its offset and a redacted excerpt of its line.

@@ -32,6 +32,10 @@ fn the_scanner_catches_an_issued_token_and_shows_it_redacted() {
     assert!(found[0].contains("a token-shaped string"), "{found:?}");
     assert!(found[0].contains("Bearer [ibp_"), "the excerpt shows where: {found:?}");
     assert!(!found[0].contains(&secret), "the report itself must not leak the secret: {found:?}");
+    // The random part alone, without prefix or checksum, is caught too.
+    let found = find_secrets(format!("key material: {}\n", &secret[4..44]).as_bytes());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("a secret issued during the tests"), "{found:?}");
     let caught = catch_unwind(|| assert_no_secrets("a planted log", line.as_bytes()));
     let message = panic_message(caught.expect_err("a planted token fails the check"));
     assert!(message.contains("secret leak: a planted log holds a secret"), "{message}");
