@@ -1,6 +1,9 @@
 //! Logging through tracing-subscriber: human-readable or JSON lines on stderr, filtered by
 //! `RUST_LOG` (default `info`). Nothing logged anywhere in the crate carries a secret: the
-//! request log records key ids, and `Token` has no `Display`.
+//! request log records key ids, and `Token` has no `Display`. The black-box suite holds
+//! every crate to that at debug level: its servers run with `RUST_LOG=debug` and their logs
+//! are scanned for secrets (`tests/api/helpers.rs`). `log`-crate records (actix-web, mio)
+//! reach the same filter through tracing-subscriber's `tracing-log` bridge.
 
 use std::io::IsTerminal;
 
