@@ -92,7 +92,7 @@ fn keys(count: usize, limit: RateLimit) -> Vec<Key> {
 
 /// A limiter over an empty temporary store, with every key's buckets already in memory.
 fn warm_limiter(store: &Arc<Store>, keys: &[Key]) -> Limiter {
-    let limiter = Limiter::new(Arc::clone(store));
+    let limiter = Limiter::new(Arc::clone(store), Arc::default());
     let now = iblueprint::clock::now_millis();
     for key in keys {
         assert!(limiter.check(key, now).expect("check").allowed);

@@ -37,6 +37,9 @@
 //!   the data file; it refuses a malformed key before connecting.
 //! - [`clock`]: the wall clock, read by the shell only and passed down as a value.
 //! - [`password`]: argon2id hashing. [`telemetry`]: tracing-subscriber set-up.
+//! - [`limiter`]: the in-memory token buckets and their write-behind to the store.
+//! - [`metrics`]: lock-free counters and histograms, rendered as Prometheus text on
+//!   `metrics.listen` by the HTTP layer.
 //!
 //! ## Invariants, written as absences
 //!
@@ -58,6 +61,7 @@ pub mod domain;
 pub mod http;
 pub mod import;
 pub mod limiter;
+pub mod metrics;
 pub mod password;
 pub mod serve;
 pub mod service;

@@ -18,7 +18,7 @@
 //! loses nothing. A failed flush keeps everything in memory and is retried next interval.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::domain::ratelimit::{Buckets, Decision};
 use crate::domain::{Key, KeyId, Timestamp};
+use crate::metrics::Metrics;
 use crate::store::{Reads, Store, StoreError};
 
 /// Enough shards that 2–64 workers rarely meet on one lock.
@@ -45,25 +46,31 @@ struct Usage {
     last_used_ms: u64,
 }
 
+/// The hasher of the shard maps. Key ids are drawn from the CSPRNG by us, so nobody can
+/// pick ids that collide, and SipHash's flooding resistance buys nothing here; foldhash
+/// (per-process random seed) costs a fraction of it, twice per verified request.
+type Hasher = foldhash::fast::RandomState;
+type Map<V> = HashMap<KeyId, V, Hasher>;
+
 /// A map split into independently locked shards.
 struct Sharded<V> {
-    hasher: RandomState,
-    shards: Box<[Mutex<HashMap<KeyId, V>>]>,
+    hasher: Hasher,
+    shards: Box<[Mutex<Map<V>>]>,
 }
 
 impl<V> Sharded<V> {
     fn new() -> Self {
-        Sharded { hasher: RandomState::new(), shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        Sharded { hasher: Hasher::default(), shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect() }
     }
 
-    fn shard(&self, id: &KeyId) -> MutexGuard<'_, HashMap<KeyId, V>> {
+    fn shard(&self, id: &KeyId) -> MutexGuard<'_, Map<V>> {
         let index = (self.hasher.hash_one(id) as usize) % self.shards.len();
         // A panic while holding a shard cannot leave a bucket half-updated (updates are
         // single assignments), so a poisoned lock is safe to keep using.
         self.shards[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn all(&self) -> impl Iterator<Item = MutexGuard<'_, HashMap<KeyId, V>>> {
+    fn all(&self) -> impl Iterator<Item = MutexGuard<'_, Map<V>>> {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
@@ -78,13 +85,14 @@ pub struct FlushStats {
 
 pub struct Limiter {
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     buckets: Sharded<BucketEntry>,
     usage: Sharded<Usage>,
 }
 
 impl Limiter {
-    pub fn new(store: Arc<Store>) -> Self {
-        Limiter { store, buckets: Sharded::new(), usage: Sharded::new() }
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        Limiter { store, metrics, buckets: Sharded::new(), usage: Sharded::new() }
     }
 
     /// Takes a token from each of the key's buckets, or refuses and takes none.
@@ -193,14 +201,21 @@ impl Limiter {
         let started = Instant::now();
         match self.flush(crate::clock::now_millis()) {
             Ok(stats) if stats == FlushStats::default() => {}
-            Ok(stats) => tracing::debug!(
-                buckets = stats.buckets,
-                keys_used = stats.keys_used,
-                evicted = stats.evicted,
-                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                "flushed rate-limit state"
-            ),
-            Err(err) => tracing::error!(error = %err, "flushing rate-limit state failed; will retry"),
+            Ok(stats) => {
+                let took = started.elapsed();
+                self.metrics.record_flush(stats.buckets + stats.keys_used, took);
+                tracing::debug!(
+                    buckets = stats.buckets,
+                    keys_used = stats.keys_used,
+                    evicted = stats.evicted,
+                    micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                    "flushed rate-limit state"
+                );
+            }
+            Err(err) => {
+                self.metrics.record_flush_failure();
+                tracing::error!(error = %err, "flushing rate-limit state failed; will retry");
+            }
         }
     }
 }
@@ -285,13 +300,13 @@ mod tests {
     fn flushed_levels_are_what_a_fresh_limiter_starts_from() {
         let limit = RateLimit::new(Some(3), None).unwrap();
         let (_dir, store, key) = setup(limit);
-        let limiter = Limiter::new(Arc::clone(&store));
+        let limiter = Limiter::new(Arc::clone(&store), Arc::default());
         let now = 1_000_000;
         assert!(limiter.check(&key, now).unwrap().allowed);
         assert!(limiter.check(&key, now).unwrap().allowed);
         let stats = limiter.flush(now).unwrap();
         assert_eq!(stats.buckets, 1);
-        let restarted = Limiter::new(store);
+        let restarted = Limiter::new(store, Arc::default());
         assert!(restarted.check(&key, now).unwrap().allowed);
         assert!(!restarted.check(&key, now).unwrap().allowed);
     }
@@ -299,7 +314,7 @@ mod tests {
     #[test]
     fn usage_is_added_to_the_key_record_at_flush() {
         let (_dir, store, key) = setup(RateLimit::UNLIMITED);
-        let limiter = Limiter::new(Arc::clone(&store));
+        let limiter = Limiter::new(Arc::clone(&store), Arc::default());
         for ms in [5_000, 9_000, 7_000] {
             limiter.record_use(&key.id, ms);
         }
@@ -317,7 +332,7 @@ mod tests {
     fn idle_clean_entries_are_evicted_and_reload_with_their_levels() {
         let limit = RateLimit::new(Some(2), None).unwrap();
         let (_dir, store, key) = setup(limit);
-        let limiter = Limiter::new(store);
+        let limiter = Limiter::new(store, Arc::default());
         assert!(limiter.check(&key, 0).unwrap().allowed);
         assert_eq!(limiter.flush(0).unwrap().evicted, 0);
         assert_eq!(limiter.flush(IDLE_EVICT_MS).unwrap().evicted, 1);
@@ -331,7 +346,7 @@ mod tests {
     fn the_flusher_writes_on_stop() {
         let limit = RateLimit::new(Some(1), None).unwrap();
         let (_dir, store, key) = setup(limit);
-        let limiter = Arc::new(Limiter::new(Arc::clone(&store)));
+        let limiter = Arc::new(Limiter::new(Arc::clone(&store), Arc::default()));
         let flusher = limiter.start_flusher(Duration::from_secs(3600)).unwrap();
         assert!(limiter.check(&key, crate::clock::now_millis()).unwrap().allowed);
         flusher.stop();

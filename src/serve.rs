@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::cli::{CliError, ServeArgs};
 use crate::config::{Config, Overrides};
+use crate::http::metrics::MetricsOptions;
 use crate::http::pages::PagesConfig;
 use crate::http::{self, ServerOptions};
 use crate::service::{SETUP_LINK_SECONDS, Service, ServiceSettings};
@@ -22,9 +23,6 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     // Before the data file is opened: a bad certificate or key stops start-up at once.
     let tls = config.tls.as_ref().map(http::tls::load).transpose().map_err(CliError::usage)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    if config.metrics_listen.is_some() {
-        tracing::warn!("metrics.listen is set, but this build has no metrics listener yet; ignoring it");
-    }
 
     let store = Store::open(&config.data).map_err(|e| CliError::Runtime(e.into()))?;
     let users = store.read().and_then(|r| r.user_count()).map_err(|e| CliError::Runtime(e.into()))?;
@@ -50,14 +48,18 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         pages: PagesConfig { public_url: config.public_url.clone() },
         tls,
         http: config.http,
+        metrics: config.metrics_listen.map(|listen| MetricsOptions { listen, data_file: config.data.clone() }),
     };
     let public_url = config.public_url.clone();
-    http::run(Arc::clone(&service), options, |addrs| {
-            for addr in addrs {
+    http::run(Arc::clone(&service), options, |bound| {
+            for addr in &bound.api {
                 // On stdout, unlike the logs, so scripts and tests can read the bound port.
                 println!("iblueprint listening on {scheme}://{addr}");
             }
-            if let (Some(secret), Some(addr)) = (&setup_link, addrs.first()) {
+            if let Some(addr) = bound.metrics {
+                println!("iblueprint metrics on http://{addr}/metrics");
+            }
+            if let (Some(secret), Some(addr)) = (&setup_link, bound.api.first()) {
                 // The one place the setup secret is shown: the operator's terminal.
                 let base = public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
                 println!(

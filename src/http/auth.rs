@@ -49,13 +49,12 @@ pub struct Authenticated<S: ScopeRule> {
 }
 
 /// The key a request presented, for the request log (which shows its public id, never the
-/// secret). Shares the verified record rather than copying its id: this runs per request.
-#[derive(Clone)]
-pub struct PresentedKey(pub Arc<Key>);
-
-/// Where the presented key's rate limits stand, for the `RateLimit` response headers.
-#[derive(Clone, Copy)]
-pub struct RateState(pub Decision);
+/// secret), and where its rate limits stand, for the `RateLimit` response headers. One
+/// request extension for both, sharing the verified record: this runs per request.
+pub struct PresentedKey {
+    pub key: Arc<Key>,
+    pub rate: Option<Decision>,
+}
 
 impl<S: ScopeRule> FromRequest for Authenticated<S> {
     type Error = ApiError;
@@ -75,24 +74,19 @@ pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, A
     let presented = bearer_token(req)?;
     match service.verify(presented, required, crate::clock::now_millis()) {
         Ok(principal) => {
-            let mut extensions = req.extensions_mut();
-            extensions.insert(PresentedKey(Arc::clone(&principal.key)));
-            if let Some(decision) = principal.rate {
-                extensions.insert(RateState(decision));
-            }
+            req.extensions_mut().insert(PresentedKey { key: Arc::clone(&principal.key), rate: principal.rate });
             Ok(principal)
         }
         Err(err) => {
-            match &err {
-                VerifyError::Denied { key, .. } => {
-                    req.extensions_mut().insert(PresentedKey(Arc::clone(key)));
-                }
+            let presented = match &err {
+                VerifyError::Denied { key, .. } => Some(PresentedKey { key: Arc::clone(key), rate: None }),
                 VerifyError::RateLimited { key, decision } => {
-                    let mut extensions = req.extensions_mut();
-                    extensions.insert(PresentedKey(Arc::clone(key)));
-                    extensions.insert(RateState(**decision));
+                    Some(PresentedKey { key: Arc::clone(key), rate: Some(**decision) })
                 }
-                VerifyError::Invalid | VerifyError::Store(_) => {}
+                VerifyError::Invalid | VerifyError::Store(_) => None,
+            };
+            if let Some(presented) = presented {
+                req.extensions_mut().insert(presented);
             }
             Err(err.into())
         }

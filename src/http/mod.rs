@@ -9,10 +9,11 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod error;
+mod finish;
 pub mod limits;
+pub mod metrics;
 pub mod pages;
 mod rate_headers;
-mod request_log;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -35,8 +36,16 @@ pub struct ServerOptions {
     pub pages: pages::PagesConfig,
     /// Serve HTTPS with this configuration (see [`tls::load`]); `None` serves plain HTTP.
     pub tls: Option<tls::TlsConfig>,
+    /// Also serve Prometheus metrics on a separate address; `None`: no metrics listener.
+    pub metrics: Option<metrics::MetricsOptions>,
     /// Connections and timeouts (see [`limits`]).
     pub http: crate::config::HttpSettings,
+}
+
+/// The addresses actually bound (port 0 becomes the port the system chose).
+pub struct Bound {
+    pub api: Vec<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Stops `server` gracefully (requests in flight finish) on SIGTERM or Ctrl-C.
@@ -63,17 +72,19 @@ pub fn stop_on_signal(server: &actix_web::dev::Server) -> std::io::Result<()> {
 }
 
 /// Runs the server on its own actix runtime on this thread until it stops; see [`serve`].
-pub fn run(service: Arc<Service>, options: ServerOptions, on_bound: impl FnOnce(&[SocketAddr])) -> std::io::Result<()> {
+pub fn run(service: Arc<Service>, options: ServerOptions, on_bound: impl FnOnce(&Bound)) -> std::io::Result<()> {
     actix_web::rt::System::new().block_on(serve(service, options, on_bound))
 }
 
-/// Binds, calls `on_bound` with the real address (port 0 becomes the chosen port), and
-/// serves until SIGTERM or Ctrl-C, then finishes requests in flight and returns.
+/// Binds, calls `on_bound` with the real addresses, and serves until SIGTERM or Ctrl-C,
+/// then finishes requests in flight and returns.
 pub async fn serve(
     service: Arc<Service>,
     options: ServerOptions,
-    on_bound: impl FnOnce(&[SocketAddr]),
+    on_bound: impl FnOnce(&Bound),
 ) -> std::io::Result<()> {
+    // Bound first, so a taken metrics port stops start-up before the API is announced.
+    let metrics = options.metrics.map(|m| metrics::bind(Arc::clone(&service), m)).transpose()?;
     let data = web::Data::from(service);
     // One for all workers: it holds new secrets between the POST that makes and the GET that shows them.
     let pages = web::Data::new(pages::Pages::new(options.pages));
@@ -86,8 +97,7 @@ pub async fn serve(
             .app_data(pages.clone())
             .app_data(body::payload_config())
             .app_data(body_deadline)
-            .wrap(actix_web::middleware::from_fn(rate_headers::add))
-            .wrap(actix_web::middleware::from_fn(request_log::log))
+            .wrap(finish::Finish)
             // Wrapped last, so outermost: every response over TLS carries it, errors included.
             .wrap(Condition::new(over_tls, DefaultHeaders::new().add((STRICT_TRANSPORT_SECURITY, tls::HSTS))))
             .configure(api::configure)
@@ -110,9 +120,18 @@ pub async fn serve(
         Some(tls) => server.bind_rustls_0_23(options.listen, tls.server)?,
         None => server.bind(options.listen)?,
     };
-    let addrs = server.addrs();
+    let api = server.addrs();
     let running = server.run();
     stop_on_signal(&running)?;
-    on_bound(&addrs);
-    running.await
+    let metrics = metrics.map(|(server, addr)| {
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        (handle, addr)
+    });
+    on_bound(&Bound { api, metrics: metrics.as_ref().map(|(_, addr)| *addr) });
+    let served = running.await;
+    if let Some((handle, _)) = metrics {
+        handle.stop(true).await;
+    }
+    served
 }

@@ -7,10 +7,12 @@
 //! It does not read the clock: every call takes `now`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::domain::ratelimit::Decision;
 use crate::domain::{Actor, Denial, Key, KeyName, RateLimit, Timestamp, Token, User};
 use crate::limiter::Limiter;
+use crate::metrics::{Metrics, Outcome};
 use crate::store::{Store, StoreError};
 
 mod keys;
@@ -117,6 +119,7 @@ pub struct KeyPage {
 pub struct Service {
     store: Arc<Store>,
     limiter: Arc<Limiter>,
+    metrics: Arc<Metrics>,
     settings: ServiceSettings,
     login_guard: sessions::LoginGuard,
     setup: sessions::SetupLink,
@@ -125,8 +128,10 @@ pub struct Service {
 impl Service {
     pub fn new(store: Store, settings: ServiceSettings) -> Self {
         let store = Arc::new(store);
+        let metrics = Arc::new(Metrics::default());
         Service {
-            limiter: Arc::new(Limiter::new(Arc::clone(&store))),
+            limiter: Arc::new(Limiter::new(Arc::clone(&store), Arc::clone(&metrics))),
+            metrics,
             store,
             settings,
             login_guard: sessions::LoginGuard::default(),
@@ -142,6 +147,10 @@ impl Service {
         &self.store
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn settings(&self) -> &ServiceSettings {
         &self.settings
     }
@@ -150,6 +159,13 @@ impl Service {
     /// take a token from the key's rate-limit buckets and count the use. Malformed tokens are
     /// refused before the database is touched; refused requests spend no budget.
     pub fn verify(&self, presented: &str, required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
+        let started = Instant::now();
+        let verdict = self.check(presented, required, now_ms);
+        self.metrics.record_verification(outcome(&verdict), started.elapsed());
+        verdict
+    }
+
+    fn check(&self, presented: &str, required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
         let now = Timestamp::from_millis(now_ms);
         let token = Token::parse(presented).map_err(|_| VerifyError::Invalid)?;
         let (key, user) = self.store.key_and_owner(&token.hash())?.ok_or(VerifyError::Invalid)?;
@@ -161,5 +177,20 @@ impl Service {
         }
         self.limiter.record_use(&key.id, now_ms);
         Ok(Principal { user, key, rate })
+    }
+}
+
+fn outcome(verdict: &Result<Principal, VerifyError>) -> Outcome {
+    match verdict {
+        Ok(_) => Outcome::Ok,
+        Err(VerifyError::Invalid) => Outcome::Invalid,
+        Err(VerifyError::Denied { denial, .. }) => match denial {
+            Denial::Revoked => Outcome::Revoked,
+            Denial::Expired => Outcome::Expired,
+            Denial::UserDisabled => Outcome::UserDisabled,
+            Denial::InsufficientScope { .. } => Outcome::InsufficientScope,
+        },
+        Err(VerifyError::RateLimited { .. }) => Outcome::RateLimited,
+        Err(VerifyError::Store(_)) => Outcome::Error,
     }
 }

@@ -7,6 +7,7 @@ mod helpers;
 mod hostile_input;
 mod keys;
 mod leaks;
+mod metrics;
 mod openapi;
 mod pages;
 mod rate_limits;

@@ -1,5 +1,6 @@
 //! `/v1/health`, `/v1/me` and `/v1/auth` (forward-auth for nginx, Caddy and Traefik).
 
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -82,12 +83,25 @@ pub async fn forward_auth(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     };
     let required: Vec<&str> = required.iter().map(Scope::as_str).collect();
     let principal = authenticate(&req, &required)?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("X-Iblueprint-Key-Id", principal.key.id.as_str()))
-        .insert_header(("X-Iblueprint-User", principal.user.username.as_str()))
-        .insert_header(("X-Iblueprint-Scopes", principal.key.scopes.joined()))
-        .finish())
+    let mut response = HttpResponse::Ok().finish();
+    // Names parsed once, values checked by `HeaderValue` (ids, usernames and scopes are
+    // printable ASCII by construction, so a failure here is a bug, answered as a 500).
+    let identity = [
+        (&KEY_ID, HeaderValue::from_str(principal.key.id.as_str())),
+        (&USER, HeaderValue::from_str(principal.user.username.as_str())),
+        (&SCOPES, HeaderValue::try_from(principal.key.scopes.joined())),
+    ];
+    let headers = response.headers_mut();
+    for (name, value) in identity {
+        let value = value.map_err(|e| ApiError::unexpected(anyhow::anyhow!("identity header {name}: {e}")))?;
+        headers.insert(name.clone(), value);
+    }
+    Ok(response)
 }
+
+static KEY_ID: HeaderName = HeaderName::from_static("x-iblueprint-key-id");
+static USER: HeaderName = HeaderName::from_static("x-iblueprint-user");
+static SCOPES: HeaderName = HeaderName::from_static("x-iblueprint-scopes");
 
 fn required_scopes(query: &str) -> Result<Vec<Scope>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
