@@ -96,7 +96,7 @@ pub const SETTINGS: &[Setting] = &[
         key: "metrics.listen",
         env: "IBLUEPRINT_METRICS_LISTEN",
         default: None,
-        help: "Address and port of a separate metrics listener; absent: no metrics listener.",
+        help: "Address and port of a separate listener serving Prometheus metrics at /metrics; absent: none.",
     },
     Setting {
         key: "http.workers",
