@@ -8,14 +8,13 @@
 //! untouched, so the file is shared and guarded exactly as in production.
 //!
 //! The switch counts writes, and fails syncs and resizes only after a write has failed, so
-//! an injected failure always lands on a write. That is the fault whose outcome is
-//! knowable: redb's commit in the server's concurrency mode is "header marked unflushed,
-//! pages, fsync, header unmarked", and a commit that fails at any of those writes, even the
-//! last one after the fsync, is rolled back by the recovery at the next open. An fsync that
-//! fails after its writes went through is different for every database: the data may or may
-//! not be on the disk, so a change refused then may still appear after a restart (on a
-//! healthy test disk it does: the page cache has it). The sweep in `tests/fault.rs` leaves
-//! that case out on purpose.
+//! an injected failure always lands on a write, never on an fsync whose data went through
+//! (whose outcome no database can know: on a healthy test disk the page cache has the data
+//! and the "failed" change is there after a reopen). Where in a commit the failing write
+//! lands decides what the recovery at the next open finds: redb's commit in the server's
+//! concurrency mode writes the header (marked unflushed), the pages, fsyncs, then writes the
+//! header again; a failure up to and including that unmarking write is rolled back, and a
+//! failure of a later header write leaves the commit complete. `tests/fault.rs` meets both.
 //!
 //! It lives in the library, not in the tests, because only `store` may know redb.
 
