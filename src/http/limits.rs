@@ -20,6 +20,9 @@
 //! | form body (pages) | 16 KiB | `400` page |
 //! | body arriving (`http.request_timeout` again) | 10 s after the head | `400` with `connection: close` |
 //!
+//! The head, keep-alive and disconnect times are measured by actix-http from a clock it
+//! refreshes every 500 ms, so each may end up to half a second early; the others are exact.
+//!
 //! actix-http 3 has no setting for the two header limits: its HTTP/1 decoder parses into
 //! 96 header slots and gives up on a head that has not ended within its 128 KiB read buffer.
 //! Both are far above what a browser or an API client sends (a few KiB), so they stand.
