@@ -103,7 +103,9 @@ fn everything_that_handles_a_secret(log_format: &str) {
     let out = dir.cli(&["users", "add", "alice", "--admin", "--password-stdin"], &format!("{PASSWORD}\n"));
     assert!(out.status.success());
     let root_key = dir.issue_key("alice", &["keys:read", "keys:write"]);
-    let server = dir.start_with(&["--log-format", log_format], &[]);
+    let mut server = dir.start_with(&["--log-format", log_format], &[("IBLUEPRINT_METRICS_LISTEN", "127.0.0.1:0")]);
+    let metrics = server.next_stdout_line();
+    let metrics = metrics.trim().strip_prefix("iblueprint metrics on ").expect("the metrics address").to_owned();
 
     // A failed sign-in with a password that must not be logged, then a real one.
     let wrong = "a wrong password for alice";
@@ -181,6 +183,13 @@ fn everything_that_handles_a_secret(log_format: &str) {
         assert!(audit.contains(&format!("data-action=\"{action}\"")), "the audit page lacks {action}:\n{audit}");
     }
     assert_no_secrets("the audit page", audit.as_bytes());
+
+    // The metrics (by route, status and outcome, never by key or path).
+    let exposition = server.client.get(&metrics).send().unwrap();
+    assert_eq!(exposition.status(), 200);
+    let exposition = exposition.text().unwrap();
+    assert!(exposition.contains("key_rotate"), "the walk shows in the metrics:\n{exposition}");
+    assert_no_secrets("the metrics", exposition.as_bytes());
 
     // Backups of the running server, in both formats.
     for format in ["redb", "jsonl"] {
