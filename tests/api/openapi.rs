@@ -258,3 +258,16 @@ fn an_optional_body_may_be_absent_but_whitespace_is_not_json() {
         assert_eq!(f.server.send(f.server.client.post(&url), Some(&f.key)).status(), created, "{path} without a body");
     }
 }
+
+#[test]
+fn an_expires_in_past_the_year_9999_is_refused_rather_than_clamped() {
+    let f = alice();
+    for seconds in [json!(9_223_372_036_854_775_807_i64), json!(9_223_372_036_854_775_808_u64), json!(u64::MAX)] {
+        let response = f.server.post("/v1/keys", Some(&f.key), &json!({"name": "k", "expires_in": seconds}));
+        assert_eq!(response.status(), 400, "expires_in {seconds}");
+        let problem: Value = response.json().unwrap();
+        assert!(problem["detail"].as_str().unwrap().starts_with("expires_in: "), "{problem}");
+    }
+    let (key, _) = f.server.create_key(&f.key, json!({"name": "k", "expires_in": 86_400}));
+    assert!(key["expires_at"].is_string());
+}

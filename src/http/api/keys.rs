@@ -30,8 +30,8 @@ pub struct CreateKey {
     /// An instant in the future (RFC 3339).
     #[schema(format = DateTime)]
     expires_at: Option<String>,
-    /// Seconds from now.
-    #[schema(minimum = 1)]
+    /// Seconds from now (the expiry it gives must not pass 9999-12-31T23:59:59Z).
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     expires_in: Option<u64>,
     /// At most 32 distinct scopes, each of which the calling key must hold itself. Default: none.
     #[serde(default)]
@@ -301,7 +301,14 @@ fn expiry(at: Option<&str>, seconds: Option<u64>, now: Timestamp) -> Result<Opti
             Ok(Some(at))
         }
         (None, Some(0)) => Err(ApiError::invalid("expires_in: must be at least 1 second")),
-        (None, Some(seconds)) => Ok(Some(now.plus_seconds(seconds))),
+        (None, Some(seconds)) => {
+            // Refused rather than clamped, like an `expires_at` past the year 9999.
+            let at = now.plus_seconds(seconds);
+            if i64::try_from(seconds).ok().and_then(|s| now.unix().checked_add(s)) != Some(at.unix()) {
+                return Err(ApiError::invalid("expires_in: too far ahead; the latest expiry is 9999-12-31T23:59:59Z"));
+            }
+            Ok(Some(at))
+        }
         (None, None) => Ok(None),
     }
 }

@@ -133,6 +133,12 @@ pub fn document() -> Result<Value, serde_json::Error> {
     add_rate_headers(&mut doc);
     optional_bodies_are_absent_not_null(&mut doc);
     let components = &mut doc["components"];
+    // What utoipa cannot say: a new key's expiry is `expires_at` or `expires_in`, not both
+    // (a `null` counts as absent, as it does on the server).
+    components["schemas"]["CreateKey"]["not"] = json!({
+        "required": ["expires_at", "expires_in"],
+        "properties": {"expires_at": {"type": "string"}, "expires_in": {"type": "integer"}}
+    });
     components["schemas"]["Problem"] = problem_schema();
     components["responses"] = responses();
     components["headers"] = headers();
