@@ -9,18 +9,27 @@
 
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::{Error, HttpMessage, web};
+use actix_web::{Error, HttpMessage};
 
 use super::auth::PresentedKey;
 use super::rate_headers;
-use crate::service;
+use crate::metrics::Metrics;
 
 /// The middleware factory; wrap the whole app in it.
-pub struct Finish;
+pub struct Finish {
+    metrics: Arc<Metrics>,
+}
+
+impl Finish {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Finish { metrics }
+    }
+}
 
 impl<S, B> Transform<S, ServiceRequest> for Finish
 where
@@ -33,12 +42,13 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, inner: S) -> Self::Future {
-        ready(Ok(FinishService { inner }))
+        ready(Ok(FinishService { inner, metrics: Arc::clone(&self.metrics) }))
     }
 }
 
 pub struct FinishService<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, B> Service<ServiceRequest> for FinishService<S>
@@ -52,7 +62,9 @@ where
     forward_ready!(inner);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        Finishing { inner: self.inner.call(req), started: Instant::now() }
+        // The clock is read only when the log line will be written.
+        let started = tracing::enabled!(target: LOG_TARGET, tracing::Level::INFO).then(Instant::now);
+        Finishing { inner: self.inner.call(req), metrics: Arc::clone(&self.metrics), started }
     }
 }
 
@@ -61,7 +73,8 @@ pin_project_lite::pin_project! {
     pub struct Finishing<F> {
         #[pin]
         inner: F,
-        started: Instant,
+        metrics: Arc<Metrics>,
+        started: Option<Instant>,
     }
 }
 
@@ -74,12 +87,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
-        finish(&mut response, *this.started);
+        finish(&mut response, this.metrics, *this.started);
         Poll::Ready(Ok(response))
     }
 }
 
-fn finish<B>(response: &mut ServiceResponse<B>, started: Instant) {
+const LOG_TARGET: &str = "iblueprint::request";
+
+fn finish<B>(response: &mut ServiceResponse<B>, metrics: &Metrics, started: Option<Instant>) {
     let status = response.status().as_u16();
     let rate = response.request().extensions().get::<PresentedKey>().and_then(|k| k.rate);
     if let Some(decision) = rate {
@@ -87,15 +102,14 @@ fn finish<B>(response: &mut ServiceResponse<B>, started: Instant) {
     }
     let request = response.request();
     let route = request.match_name().unwrap_or("unmatched");
-    if let Some(service) = request.app_data::<web::Data<service::Service>>() {
-        service.metrics().record_request(route, status);
-    }
+    metrics.record_request(route, status);
+    let Some(started) = started else { return };
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    // Borrowed, not copied: this line is built for every request, logged or not.
+    // Borrowed, not copied: the key's id goes straight into the line.
     let extensions = request.extensions();
     let key_id = extensions.get::<PresentedKey>().map_or("-", |k| k.key.id.as_str());
     tracing::info!(
-        target: "iblueprint::request",
+        target: LOG_TARGET,
         method = %request.method(),
         route,
         status,

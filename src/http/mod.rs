@@ -84,7 +84,8 @@ pub async fn serve(
     on_bound: impl FnOnce(&Bound),
 ) -> std::io::Result<()> {
     // Bound first, so a taken metrics port stops start-up before the API is announced.
-    let metrics = options.metrics.map(|m| metrics::bind(Arc::clone(&service), m)).transpose()?;
+    let metrics_listener = options.metrics.map(|m| metrics::bind(Arc::clone(&service), m)).transpose()?;
+    let request_metrics = Arc::clone(service.metrics());
     let data = web::Data::from(service);
     // One for all workers: it holds new secrets between the POST that makes and the GET that shows them.
     let pages = web::Data::new(pages::Pages::new(options.pages));
@@ -97,7 +98,7 @@ pub async fn serve(
             .app_data(pages.clone())
             .app_data(body::payload_config())
             .app_data(body_deadline)
-            .wrap(finish::Finish)
+            .wrap(finish::Finish::new(Arc::clone(&request_metrics)))
             // Wrapped last, so outermost: every response over TLS carries it, errors included.
             .wrap(Condition::new(over_tls, DefaultHeaders::new().add((STRICT_TRANSPORT_SECURITY, tls::HSTS))))
             .configure(api::configure)
@@ -123,14 +124,14 @@ pub async fn serve(
     let api = server.addrs();
     let running = server.run();
     stop_on_signal(&running)?;
-    let metrics = metrics.map(|(server, addr)| {
+    let metrics_listener = metrics_listener.map(|(server, addr)| {
         let handle = server.handle();
         actix_web::rt::spawn(server);
         (handle, addr)
     });
-    on_bound(&Bound { api, metrics: metrics.as_ref().map(|(_, addr)| *addr) });
+    on_bound(&Bound { api, metrics: metrics_listener.as_ref().map(|(_, addr)| *addr) });
     let served = running.await;
-    if let Some((handle, _)) = metrics {
+    if let Some((handle, _)) = metrics_listener {
         handle.stop(true).await;
     }
     served
