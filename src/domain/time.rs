@@ -27,7 +27,13 @@ impl<'de> Deserialize<'de> for Timestamp {
             let text = String::deserialize(deserializer)?;
             Timestamp::parse_rfc3339(&text).map_err(|e| serde::de::Error::custom(format!("`{text}` {e}")))
         } else {
-            i64::deserialize(deserializer).map(Timestamp)
+            // The same range as every other way in: a stored record outside it would decode,
+            // then fail to export or import (found by the codec fuzz target).
+            let seconds = i64::deserialize(deserializer)?;
+            if !(0..=MAX_SECONDS).contains(&seconds) {
+                return Err(serde::de::Error::custom(format!("{seconds} seconds {}", TimeError::OutOfRange)));
+            }
+            Ok(Timestamp(seconds))
         }
     }
 }

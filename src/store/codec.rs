@@ -87,6 +87,16 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_timestamp_outside_years_1970_to_9999_is_refused() {
+        // Found by the codec fuzz target (tests/fuzz): an audit event at -1 s decoded, and
+        // then its export line could not be imported. Minimised input, then its in-range twin.
+        let at_minus_one = [FORMAT_V1, 0x01, 0x02, 0x00, 0x00, 0x00];
+        assert!(matches!(decode::<AuditEvent>(&at_minus_one), Err(CodecError::Malformed(_))));
+        let at_plus_one = [FORMAT_V1, 0x02, 0x02, 0x00, 0x00, 0x00];
+        assert_eq!(decode::<AuditEvent>(&at_plus_one).unwrap().at, Timestamp::from_unix(1));
+    }
+
+    #[test]
     fn decoding_revalidates_domain_types() {
         let mut key = sample_key();
         // Forge a record whose scope breaks the scope grammar: decoding must refuse it.
