@@ -465,6 +465,21 @@ mod tests {
     }
 
     #[test]
+    fn header_errors_never_quote_a_token() {
+        let token = Token::generate(&mut getrandom::SysRng).unwrap();
+        let secret = token.expose_secret();
+        let counts = r#"{"users":0,"keys":0,"revoked":0,"buckets":0,"audit":0}"#;
+        let wrong_type = format!(r#"{{"format":"iblueprint-export","format_version":"{secret}"}}"#);
+        let wrong_format = format!(
+            r#"{{"format":"{secret}","format_version":1,"schema_version":1,"exported_at":"2026-11-26T10:00:00Z","counts":{counts}}}"#
+        );
+        for header in [wrong_type, wrong_format] {
+            let err = parse_jsonl(header.as_bytes()).unwrap_err().to_string();
+            assert!(err.starts_with("line 1:") && !err.contains(secret), "{err}");
+        }
+    }
+
+    #[test]
     fn impossible_sequence_numbers_are_refused() {
         let alice = user("alice");
         let mut broken = key(&alice);
