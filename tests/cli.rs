@@ -191,6 +191,8 @@ struct Served {
 impl Served {
     /// Spawns `command` (stderr to `log_path`) and waits, bounded, for the listening line.
     fn start(mut command: Command, log_path: PathBuf) -> Served {
+        // As every black-box server: debug logging everywhere, scanned for secrets at the end.
+        command.env("RUST_LOG", "debug");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut child = command.stdout(Stdio::piped()).stderr(log).spawn().expect("spawn iblueprint serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -253,6 +255,9 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            assert_no_secrets_in_file(&self.log_path);
+        }
     }
 }
 
