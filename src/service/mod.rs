@@ -194,3 +194,42 @@ fn outcome(verdict: &Result<Principal, VerifyError>) -> Outcome {
         Err(VerifyError::Store(_)) => Outcome::Error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Action, AuditEvent, KeySpec, RateLimit, Scopes};
+
+    /// The audit trail is part of every change: when the event cannot be written, the change
+    /// it records is not made either, and the caller gets the error.
+    #[test]
+    fn a_change_whose_audit_event_cannot_be_written_is_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service::new(Store::open(&dir.path().join("data.redb")).unwrap(), ServiceSettings::default());
+        let now = Timestamp::from_unix(1_700_000_000);
+        let alice = service.add_user("alice", "correct horse battery", false, Actor::Cli, now).unwrap();
+        let spec = |name: &str| KeySpec {
+            name: KeyName::parse(name).unwrap(),
+            expires_at: None,
+            rate_limit: RateLimit::UNLIMITED,
+            scopes: Scopes::default(),
+        };
+        let key = service.create_key(&alice.id, spec("ci"), None, Actor::Cli, now).unwrap().key;
+        let last = AuditEvent {
+            at: now,
+            actor: Actor::Cli,
+            action: Action::KeyCreated,
+            user_id: Some(alice.id.clone()),
+            key_id: Some(key.id.clone()),
+        };
+        service.store.write(|tx| tx.set_last_audit_seq(u64::MAX, &last)).unwrap();
+
+        let later = Timestamp::from_unix(1_700_000_100);
+        let refused = service.revoke_key(&alice.id, key.id.as_str(), Actor::Cli, later);
+        assert!(matches!(refused, Err(ServiceError::Store(StoreError::Corrupt { table: "audit", .. }))), "{refused:?}");
+        assert_eq!(service.key_of(&alice.id, key.id.as_str()).unwrap().revoked_at, None, "the revocation was not made");
+        assert!(service.create_key(&alice.id, spec("two"), None, Actor::Cli, later).is_err());
+        let page = service.list_keys(&alice.id, None, 10).unwrap();
+        assert_eq!(page.keys.len(), 1, "the second key was not created");
+    }
+}

@@ -560,11 +560,26 @@ impl WriteTxn {
         Ok(())
     }
 
-    /// Appends an event; it commits or vanishes with the change it records.
+    /// Appends an event; it commits or vanishes with the change it records. An event that
+    /// cannot be written fails the transaction, so the change is not made either.
     pub fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
         let mut audit = self.txn.open_table(AUDIT)?;
-        let next = audit.last()?.map_or(1, |(k, _)| k.value() + 1);
+        let next = match audit.last()? {
+            None => 1,
+            Some((last, _)) => last.value().checked_add(1).ok_or(StoreError::Corrupt {
+                table: "audit",
+                reason: "the event sequence is at its maximum; no event can follow".into(),
+            })?,
+        };
         audit.insert(next, codec::encode(event).as_slice())?;
+        Ok(())
+    }
+
+    /// Puts the audit trail's last sequence number at `seq`, for tests of what happens when
+    /// no event can be appended.
+    #[cfg(test)]
+    pub(crate) fn set_last_audit_seq(&mut self, seq: u64, event: &AuditEvent) -> Result<(), StoreError> {
+        self.txn.open_table(AUDIT)?.insert(seq, codec::encode(event).as_slice())?;
         Ok(())
     }
 }
