@@ -55,7 +55,8 @@ impl KeyHash {
     }
 
     pub fn from_hex(hex: &str) -> Option<Self> {
-        if hex.len() != 64 || !hex.is_ascii() {
+        // Only hex digits: `from_str_radix` alone would also take a sign such as `+a`.
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut out = [0u8; 32];
@@ -295,5 +296,13 @@ mod tests {
         fn arbitrary_strings_never_panic(input in ".{0,80}") {
             let _ = Token::parse(&input);
         }
+    }
+
+    #[test]
+    fn a_key_hash_in_hex_is_hex_digits_only() {
+        let hash = KeyHash([0xAB; 32]);
+        assert_eq!(KeyHash::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(KeyHash::from_hex(&"+a".repeat(32)), None, "from_str_radix alone takes a sign");
+        assert_eq!(KeyHash::from_hex(&"ab".repeat(31)), None);
     }
 }

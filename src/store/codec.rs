@@ -19,6 +19,8 @@ pub enum CodecError {
     Empty,
     #[error("record does not decode: {0}")]
     Malformed(#[from] postcard::Error),
+    #[error("record has {0} bytes after its end")]
+    TrailingBytes(usize),
 }
 
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
@@ -34,7 +36,14 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),
-        Some((&FORMAT_V1, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&FORMAT_V1, rest)) => {
+            // Whole records only: bytes past the end mean the record is not what we wrote.
+            let (record, trailing) = postcard::take_from_bytes(rest)?;
+            match trailing.len() {
+                0 => Ok(record),
+                n => Err(CodecError::TrailingBytes(n)),
+            }
+        }
         Some((&other, _)) => Err(CodecError::UnknownVersion(other)),
     }
 }
@@ -104,5 +113,13 @@ mod tests {
         assert!(decode::<(KeyId, Scope)>(&raw).is_err());
         key.name = KeyName::parse("x").unwrap();
         assert!(decode::<Key>(&encode(&key)).is_ok());
+    }
+
+    #[test]
+    fn bytes_after_a_record_are_refused() {
+        let mut bytes = encode(&sample_key());
+        assert!(decode::<Key>(&bytes).is_ok());
+        bytes.push(0);
+        assert!(matches!(decode::<Key>(&bytes), Err(CodecError::TrailingBytes(1))));
     }
 }
