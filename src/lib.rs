@@ -29,10 +29,15 @@
 //!   postcard), schema version, and what is durable when.
 //! - [`service`]: the use cases over store + domain: verify, create/list/update/rotate/revoke
 //!   keys, add/disable users. Ownership checks, scope ceilings, key limits, audit events.
-//! - [`http`]: the only module that imports actix-web. Routes, the `Authenticated<Scope>`
-//!   extractor, JSON bodies, RFC 9457 problems, the request log.
+//! - [`http`]: the only module that imports actix-web. Routes and their OpenAPI document
+//!   (one table, [`http::api`]), the `Authenticated<Scope>` extractor, JSON bodies, RFC 9457
+//!   problems, the settings pages, the one middleware every response passes (rate headers,
+//!   request metrics, the request log), the hardening knobs ([`http::limits`]), TLS, and the
+//!   metrics listener.
 //! - [`config`]: settings from flags, `IBLUEPRINT_*` variables, a TOML file and defaults.
 //! - [`cli`], [`serve`], [`admin`]: the command line, `serve`, and offline `users …`.
+//! - [`backup`], [`import`], [`check`]: a consistent copy beside a running server, loading
+//!   a backup (redb or jsonl, whole or merged), and the offline integrity check.
 //! - [`client`]: `keys …`, the HTTP(S) client of a running server (reqwest). It never opens
 //!   the data file; it refuses a malformed key before connecting.
 //! - [`clock`]: the wall clock, read by the shell only and passed down as a value.
@@ -44,8 +49,8 @@
 //! ## Invariants, written as absences
 //!
 //! - `domain` never imports actix, redb or the clock.
-//! - Only `store` knows redb; only `http` knows actix (and builds the rustls server config,
-//!   [`http::tls`]); only `client` knows reqwest.
+//! - Only `store` knows redb; only `http` knows actix and utoipa (and builds the rustls
+//!   server config, [`http::tls`]); only `client` knows reqwest.
 //! - No secret is ever stored, logged or put in an error: the store holds blake3 hashes,
 //!   `Token` has no `Display`, the request log records key ids and route names only.
 //! - No change is acknowledged before its transaction is fsynced.

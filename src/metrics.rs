@@ -7,7 +7,7 @@
 //! requests by route name and status, and serves [`Metrics::render`].
 
 use std::fmt::Write as _;
-use std::sync::RwLock;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -65,8 +65,13 @@ const FLUSH_RECORDS: &[f64] = &[1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
 const STATUS_MIN: u16 = 100;
 const STATUSES: usize = 500;
 
+/// More than the server has route names (about 30); a name past these is not counted.
+const ROUTE_SLOTS: usize = 64;
+
 pub struct Metrics {
-    requests: RwLock<Vec<RouteCounters>>,
+    /// Filled in order, each slot once, the first time a route answers. Reading a filled
+    /// slot is a plain atomic load, so counting takes no lock.
+    requests: Box<[OnceLock<RouteCounters>]>,
     verifications: [AtomicU64; Outcome::ALL.len()],
     verify_seconds: Histogram,
     flush_seconds: Histogram,
@@ -83,7 +88,7 @@ struct RouteCounters {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            requests: RwLock::new(Vec::new()),
+            requests: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
             verifications: Default::default(),
             verify_seconds: Histogram::new(VERIFY_SECONDS, Unit::Seconds),
             flush_seconds: Histogram::new(FLUSH_SECONDS, Unit::Seconds),
@@ -98,24 +103,20 @@ impl Metrics {
     /// raw path, so the number of series stays small and no secret becomes a label.
     pub fn record_request(&self, route: &str, status: u16) {
         let status = usize::from(status.clamp(STATUS_MIN, STATUS_MIN + STATUSES as u16 - 1) - STATUS_MIN);
-        {
-            let routes = self.requests.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(counters) = routes.iter().find(|c| &*c.route == route) {
+        for slot in self.requests.iter() {
+            // The first request of a route claims the first free slot. Racing claims of the
+            // same free slot leave one winner; a loser finds its name there or moves on, so
+            // no name ever gets two slots.
+            let counters = slot.get_or_init(|| RouteCounters {
+                route: route.into(),
+                by_status: (0..STATUSES).map(|_| AtomicU64::new(0)).collect(),
+            });
+            if &*counters.route == route {
                 counters.by_status[status].fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }
-        // First request for this route since start: the only time a lock is taken to write.
-        let mut routes = self.requests.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !routes.iter().any(|c| &*c.route == route) {
-            routes.push(RouteCounters {
-                route: route.into(),
-                by_status: (0..STATUSES).map(|_| AtomicU64::new(0)).collect(),
-            });
-        }
-        if let Some(counters) = routes.iter().find(|c| &*c.route == route) {
-            counters.by_status[status].fetch_add(1, Ordering::Relaxed);
-        }
+        debug_assert!(false, "more route names than ROUTE_SLOTS");
     }
 
     pub fn record_verification(&self, outcome: Outcome, took: Duration) {
@@ -140,8 +141,7 @@ impl Metrics {
         out.push_str("# HELP iblueprint_http_requests_total HTTP requests answered, by route name and status.\n");
         out.push_str("# TYPE iblueprint_http_requests_total counter\n");
         {
-            let routes = self.requests.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut sorted: Vec<&RouteCounters> = routes.iter().collect();
+            let mut sorted: Vec<&RouteCounters> = self.requests.iter().filter_map(OnceLock::get).collect();
             sorted.sort_by(|a, b| a.route.cmp(&b.route));
             for counters in sorted {
                 for (offset, count) in counters.by_status.iter().enumerate() {
@@ -332,5 +332,26 @@ mod tests {
         let text = metrics.render(None);
         assert!(text.contains("route=\"health\",status=\"100\"} 1\n"));
         assert!(text.contains("route=\"health\",status=\"599\"} 1\n"));
+    }
+
+    #[test]
+    fn racing_first_requests_of_routes_count_exactly_once_each() {
+        let metrics = Metrics::default();
+        let routes = ["auth", "me", "keys", "key", "health", "login"];
+        std::thread::scope(|threads| {
+            for t in 0..8 {
+                let metrics = &metrics;
+                threads.spawn(move || {
+                    for i in 0..600 {
+                        metrics.record_request(routes[(i + t) % routes.len()], 200);
+                    }
+                });
+            }
+        });
+        let text = metrics.render(None);
+        for route in routes {
+            let series = format!("iblueprint_http_requests_total{{route=\"{route}\",status=\"200\"}} 800\n");
+            assert_eq!(text.matches(&series).count(), 1, "{route}:\n{text}");
+        }
     }
 }

@@ -973,7 +973,7 @@ fn json_logs_never_contain_a_secret_and_each_request_line_carries_its_key_id() {
     dir.add_user("alice");
     let root_key = dir.issue_key("alice", &["keys:read", "keys:write"]);
     let server = dir.start_with(&["--log-format", "json"], &[]);
-    let f = Fixture { dir, server, root_key };
+    let f = Fixture { server, dir, root_key };
     let (secrets, ids, log) = exercise_keys(f);
     assert_no_secret_in(&log, &secrets);
     let entries: Vec<Value> = log

@@ -87,9 +87,10 @@ fn tls_config(folder: &Path, cert: &Path, key: &Path) -> PathBuf {
 
 /// A user `alice` with a keys:read key, a test PKI and an HTTPS server using it.
 struct TlsFixture {
+    /// First: fields drop in order, and the server's leak check reads files in `dir`.
+    server: TestServer,
     dir: TestDir,
     pki: Pki,
-    server: TestServer,
     key: String,
 }
 
@@ -100,7 +101,7 @@ fn tls_server() -> TlsFixture {
     let pki = make_pki(dir.dir.path());
     let config = tls_config(dir.dir.path(), &pki.chain, &pki.key);
     let server = dir.start_with(&["--config", config.to_str().expect("utf-8 path")], &[]);
-    TlsFixture { dir, pki, server, key }
+    TlsFixture { server, dir, pki, key }
 }
 
 /// An HTTPS client that trusts the test root (and only what reqwest trusts anyway).

@@ -9,6 +9,7 @@
 use std::future::{Ready, ready};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -17,7 +18,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use super::error::ApiError;
 use crate::domain::ratelimit::Decision;
 use crate::domain::{Key, Scope};
-use crate::service::{Principal, Service, VerifyError};
+use crate::service::{Principal, Service, VerifyError, verification_outcome};
 
 /// The scopes a handler needs, as a type.
 pub trait ScopeRule {
@@ -72,7 +73,10 @@ pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, A
         .app_data::<web::Data<Service>>()
         .ok_or_else(|| ApiError::unexpected(anyhow::anyhow!("service missing from app data")))?;
     let presented = bearer_token(req)?;
-    match service.verify(presented, required, crate::clock::now_millis()) {
+    let started = Instant::now();
+    let verdict = service.verify(presented, required, crate::clock::now_millis());
+    service.metrics().record_verification(verification_outcome(&verdict), started.elapsed());
+    match verdict {
         Ok(principal) => {
             req.extensions_mut().insert(PresentedKey { key: Arc::clone(&principal.key), rate: principal.rate });
             Ok(principal)

@@ -7,8 +7,13 @@
 //! (never the raw path, so a token pasted into a URL by mistake never reaches the log),
 //! the status, the latency and the presented key's public id.
 
+// `Rc<Arc<Metrics>>` on purpose: every request clones it, and an `Rc` clone stays on the
+// worker's thread where an `Arc` clone would write a counter all workers share.
+#![allow(clippy::redundant_allocation)]
+
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
@@ -42,13 +47,15 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, inner: S) -> Self::Future {
-        ready(Ok(FinishService { inner, metrics: Arc::clone(&self.metrics) }))
+        ready(Ok(FinishService { inner, metrics: Rc::new(Arc::clone(&self.metrics)) }))
     }
 }
 
 pub struct FinishService<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    /// Per worker: each request's future takes an `Rc` clone, which unlike an `Arc` clone
+    /// writes nothing that other workers share.
+    metrics: Rc<Arc<Metrics>>,
 }
 
 impl<S, B> Service<ServiceRequest> for FinishService<S>
@@ -64,7 +71,7 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         // The clock is read only when the log line will be written.
         let started = tracing::enabled!(target: LOG_TARGET, tracing::Level::INFO).then(Instant::now);
-        Finishing { inner: self.inner.call(req), metrics: Arc::clone(&self.metrics), started }
+        Finishing { inner: self.inner.call(req), metrics: Rc::clone(&self.metrics), started }
     }
 }
 
@@ -73,7 +80,7 @@ pin_project_lite::pin_project! {
     pub struct Finishing<F> {
         #[pin]
         inner: F,
-        metrics: Arc<Metrics>,
+        metrics: Rc<Arc<Metrics>>,
         started: Option<Instant>,
     }
 }
@@ -86,9 +93,18 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
-        finish(&mut response, this.metrics, *this.started);
-        Poll::Ready(Ok(response))
+        match ready!(this.inner.poll(cx)) {
+            Ok(mut response) => {
+                finish(&mut response, this.metrics, *this.started);
+                Poll::Ready(Ok(response))
+            }
+            Err(err) => {
+                // actix turns the error into a response after this layer; count it here
+                // anyway, under no route (the request is gone with the error).
+                this.metrics.record_request("unmatched", err.as_response_error().status_code().as_u16());
+                Poll::Ready(Err(err))
+            }
+        }
     }
 }
 

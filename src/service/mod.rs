@@ -7,7 +7,6 @@
 //! It does not read the clock: every call takes `now`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::domain::ratelimit::Decision;
 use crate::domain::{Actor, Denial, Key, KeyName, RateLimit, Timestamp, Token, User};
@@ -157,15 +156,9 @@ impl Service {
 
     /// The check behind every authenticated request: parse, hash, look up, authorize, then
     /// take a token from the key's rate-limit buckets and count the use. Malformed tokens are
-    /// refused before the database is touched; refused requests spend no budget.
+    /// refused before the database is touched; refused requests spend no budget. The caller
+    /// records the outcome ([`verification_outcome`]) with the time it took.
     pub fn verify(&self, presented: &str, required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
-        let started = Instant::now();
-        let verdict = self.check(presented, required, now_ms);
-        self.metrics.record_verification(outcome(&verdict), started.elapsed());
-        verdict
-    }
-
-    fn check(&self, presented: &str, required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
         let now = Timestamp::from_millis(now_ms);
         let token = Token::parse(presented).map_err(|_| VerifyError::Invalid)?;
         let (key, user) = self.store.key_and_owner(&token.hash())?.ok_or(VerifyError::Invalid)?;
@@ -180,7 +173,8 @@ impl Service {
     }
 }
 
-fn outcome(verdict: &Result<Principal, VerifyError>) -> Outcome {
+/// How a verification ended, as the metrics count it.
+pub fn verification_outcome(verdict: &Result<Principal, VerifyError>) -> Outcome {
     match verdict {
         Ok(_) => Outcome::Ok,
         Err(VerifyError::Invalid) => Outcome::Invalid,

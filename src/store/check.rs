@@ -67,7 +67,12 @@ fn check_guarded(path: &Path, now: Timestamp) -> Result<CheckReport, StoreError>
         Err(err) => return Err(open_error(path, err)),
     };
     let before = stamp(path)?;
-    let copy = tempfile::NamedTempFile::new().map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    // Beside the data file, whose disk has held it once already (the system's temp folder
+    // may be a small tmpfs); there only when that folder is not writable.
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let copy = tempfile::NamedTempFile::new_in(folder)
+        .or_else(|_| tempfile::NamedTempFile::new())
+        .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
     std::fs::copy(path, copy.path()).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
     if guard.is_none() && stamp(path)? != before {
         return Err(StoreError::NotADataFile {

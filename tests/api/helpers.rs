@@ -24,6 +24,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -36,14 +37,16 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_iblueprint")
 }
 
-/// A temp folder holding one data file, outliving server restarts.
+/// A temp folder holding one data file, outliving server restarts. Shared with the servers
+/// started in it, so it outlives them too: a server's leak check reads its files at drop,
+/// whatever order a test's variables or fixture fields drop in.
 pub struct TestDir {
-    pub dir: TempDir,
+    pub dir: Arc<TempDir>,
 }
 
 impl TestDir {
     pub fn new() -> Self {
-        TestDir { dir: tempfile::tempdir().expect("temp dir") }
+        TestDir { dir: Arc::new(tempfile::tempdir().expect("temp dir")) }
     }
 
     pub fn data(&self) -> PathBuf {
@@ -112,7 +115,15 @@ impl TestDir {
                 break addr.to_owned();
             }
         };
-        TestServer { base: addr, child, _stdout: stdout, log_path, data_path: self.data(), client: Client::new() }
+        TestServer {
+            base: addr,
+            child,
+            _stdout: stdout,
+            log_path,
+            data_path: self.data(),
+            client: Client::new(),
+            _dir: Arc::clone(&self.dir),
+        }
     }
 }
 
@@ -151,6 +162,8 @@ pub struct TestServer {
     pub log_path: PathBuf,
     data_path: PathBuf,
     pub client: Client,
+    /// Keeps the folder until this server's leak check has read its files.
+    _dir: Arc<TempDir>,
 }
 
 impl TestServer {
@@ -231,7 +244,10 @@ impl Drop for TestServer {
         if !std::thread::panicking() {
             let mut leaks = Vec::new();
             for path in [&self.log_path, &self.data_path] {
-                let found = std::fs::read(path).map(|bytes| find_secrets(&bytes)).unwrap_or_default();
+                // Unreadable is a failure, not a pass: a scan of nothing proves nothing.
+                let bytes = std::fs::read(path)
+                    .unwrap_or_else(|e| panic!("reading {} for the leak check: {e}", path.display()));
+                let found = find_secrets(&bytes);
                 leaks.extend(found.into_iter().map(|leak| format!("{}: {leak}", path.display())));
             }
             assert!(leaks.is_empty(), "secret leak: the server's files hold a secret:\n{}", leaks.join("\n"));
@@ -246,8 +262,10 @@ pub fn signal(child: &Child, name: &str) {
 
 /// A server with one user `alice` holding a key with `keys:read` and `keys:write`.
 pub struct Fixture {
-    pub dir: TestDir,
+    /// Before `dir`: fields drop in order, and the server's leak check reads its log and data
+    /// file, which must still exist then.
     pub server: TestServer,
+    pub dir: TestDir,
     pub root_key: String,
 }
 
@@ -256,7 +274,7 @@ pub fn alice() -> Fixture {
     dir.add_user("alice");
     let root_key = dir.issue_key("alice", &["keys:read", "keys:write"]);
     let server = dir.start();
-    Fixture { dir, server, root_key }
+    Fixture { server, dir, root_key }
 }
 
 /// Asserts an RFC 9457 problem response with the given status and code; returns the body.

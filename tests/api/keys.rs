@@ -131,7 +131,7 @@ fn alice_with_billing() -> Fixture {
     dir.add_user("alice");
     let root_key = dir.issue_key("alice", &["keys:read", "keys:write", "billing:read", "billing:write"]);
     let server = dir.start();
-    Fixture { dir, server, root_key }
+    Fixture { server, dir, root_key }
 }
 
 // ----- POST /v1/keys -----
@@ -820,7 +820,7 @@ fn alice_with_limit_3() -> Fixture {
     dir.add_user("alice");
     let root_key = dir.issue_key("alice", &["keys:read", "keys:write"]);
     let server = dir.start_with(&[], &[("IBLUEPRINT_MAX_KEYS_PER_USER", "3")]);
-    Fixture { dir, server, root_key }
+    Fixture { server, dir, root_key }
 }
 
 #[test]

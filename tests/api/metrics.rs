@@ -14,12 +14,18 @@ struct Scraper {
 }
 
 impl Scraper {
-    /// The listener's address is the line the server prints after the API's.
+    /// The listener's address is printed after the API's (one line per API address).
     fn of(server: &mut TestServer) -> Scraper {
-        let line = server.next_stdout_line();
-        let url =
-            line.trim().strip_prefix("iblueprint metrics on ").unwrap_or_else(|| panic!("no metrics line: {line}"));
-        Scraper { url: url.to_owned(), client: reqwest::blocking::Client::new() }
+        let mut seen = Vec::new();
+        while seen.len() < 8 {
+            let line = server.next_stdout_line();
+            if let Some(url) = line.trim().strip_prefix("iblueprint metrics on ") {
+                return Scraper { url: url.to_owned(), client: reqwest::blocking::Client::new() };
+            }
+            assert!(!line.is_empty(), "the server's output ended without a metrics line: {seen:?}");
+            seen.push(line);
+        }
+        panic!("no metrics line among {seen:?}");
     }
 
     fn scrape(&self) -> String {
