@@ -12,6 +12,11 @@
 # client and settings, unthrottled, for PEAK_DURATION. Keys: 1,000 seeded keys with limits
 # of 10^9 per hour and day (so nothing is refused), one of them presented by every request.
 # PREBUILT=DIR uses DIR/iblueprint and DIR/seed instead of building.
+#
+# On a 2-core machine oha and the server share the cores, and oha's rate scheduling costs
+# more than its unthrottled peak run; at 70% the pair is near saturation, so the corrected
+# p99 mostly measures backlogs (see the README's Soak figures). LOAD_PERCENT=50, or oha on
+# its own core (taskset), shows the server's own tail.
 
 set -euo pipefail
 
