@@ -406,34 +406,11 @@ fn write_merge(store: &Store, add: &[Record]) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{KeyName, KeySpec, RateLimit, Scopes, Token};
-
-    fn user(name: &str) -> User {
-        User {
-            id: UserId::generate(&mut getrandom::SysRng).unwrap(),
-            username: Username::parse(name).unwrap(),
-            password_hash: String::new(),
-            is_admin: false,
-            created_at: Timestamp::from_unix(0),
-            disabled_at: None,
-        }
-    }
+    use crate::domain::fixtures::{self, user};
+    use crate::domain::{RateLimit, Token};
 
     fn key(owner: &User) -> Key {
-        let token = Token::generate(&mut getrandom::SysRng).unwrap();
-        let spec = KeySpec {
-            name: KeyName::parse("k").unwrap(),
-            expires_at: None,
-            rate_limit: RateLimit::UNLIMITED,
-            scopes: Scopes::default(),
-        };
-        let mut key = Key::new(
-            KeyId::generate(&mut getrandom::SysRng).unwrap(),
-            owner.id.clone(),
-            &token,
-            spec,
-            Timestamp::from_unix(0),
-        );
+        let mut key = fixtures::key(&owner.id, RateLimit::UNLIMITED);
         key.seq = 1;
         key
     }

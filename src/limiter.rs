@@ -260,33 +260,13 @@ impl Drop for Flusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{KeyName, KeySpec, RateLimit, Scopes, Token, User, UserId, Username};
+    use crate::domain::{RateLimit, fixtures};
 
     fn setup(limit: RateLimit) -> (tempfile::TempDir, Arc<Store>, Key) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("l.redb")).unwrap());
-        let user = User {
-            id: UserId::generate(&mut getrandom::SysRng).unwrap(),
-            username: Username::parse("u").unwrap(),
-            password_hash: String::new(),
-            is_admin: false,
-            created_at: Timestamp::from_unix(0),
-            disabled_at: None,
-        };
-        let token = Token::generate(&mut getrandom::SysRng).unwrap();
-        let spec = KeySpec {
-            name: KeyName::parse("k").unwrap(),
-            expires_at: None,
-            rate_limit: limit,
-            scopes: Scopes::default(),
-        };
-        let mut key = Key::new(
-            KeyId::generate(&mut getrandom::SysRng).unwrap(),
-            user.id.clone(),
-            &token,
-            spec,
-            Timestamp::from_unix(0),
-        );
+        let user = fixtures::user("u");
+        let mut key = fixtures::key(&user.id, limit);
         store
             .write(|tx| {
                 tx.put_user(&user)?;

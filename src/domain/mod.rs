@@ -6,6 +6,8 @@
 
 pub mod audit;
 pub mod base62;
+#[cfg(test)]
+pub mod fixtures;
 pub mod id;
 pub mod key;
 pub mod ratelimit;

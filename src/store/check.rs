@@ -272,29 +272,14 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{KeyName, KeySpec, RateLimit, Scopes, Token, Username};
+    use crate::domain::{RateLimit, fixtures};
 
     /// A data file with one user and one key, closed; returns its path and the key.
     fn sound_file(dir: &tempfile::TempDir) -> (std::path::PathBuf, Key) {
         let path = dir.path().join("c.redb");
         let store = super::super::Store::open(&path).unwrap();
-        let user = User {
-            id: UserId::generate(&mut getrandom::SysRng).unwrap(),
-            username: Username::parse("alice").unwrap(),
-            password_hash: String::new(),
-            is_admin: false,
-            created_at: Timestamp::from_unix(0),
-            disabled_at: None,
-        };
-        let token = Token::generate(&mut getrandom::SysRng).unwrap();
-        let spec = KeySpec {
-            name: KeyName::parse("k").unwrap(),
-            expires_at: None,
-            rate_limit: RateLimit::UNLIMITED,
-            scopes: Scopes::default(),
-        };
-        let id = KeyId::generate(&mut getrandom::SysRng).unwrap();
-        let mut key = Key::new(id, user.id.clone(), &token, spec, Timestamp::from_unix(0));
+        let user = fixtures::user("alice");
+        let mut key = fixtures::key(&user.id, RateLimit::UNLIMITED);
         store
             .write(|tx| {
                 tx.put_user(&user)?;
