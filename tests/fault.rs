@@ -24,10 +24,7 @@ mod helpers;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
@@ -44,7 +41,7 @@ use helpers::{TestDir, assert_problem};
 struct InProcess {
     base: String,
     client: Client,
-    stop: Arc<AtomicBool>,
+    handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
     service: Option<Arc<Service>>,
 }
@@ -52,9 +49,8 @@ struct InProcess {
 impl InProcess {
     fn start(service: Service) -> InProcess {
         let service = Arc::new(service);
-        let stop = Arc::new(AtomicBool::new(false));
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-        let (shared, stopping) = (Arc::clone(&service), Arc::clone(&stop));
+        let shared = Arc::clone(&service);
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let options = iblueprint::http::ServerOptions {
@@ -66,29 +62,18 @@ impl InProcess {
                     // The defaults an operator gets, whatever knobs they grow.
                     http: iblueprint::config::Config::load(&Default::default(), &|_| None).expect("defaults").http,
                 };
-                let serving = pin!(iblueprint::http::serve(shared, options, move |bound| {
-                    let _ = bound_tx.send(bound.api[0]);
-                }));
-                // Dropping the server future stops its workers; the flag is polled because
-                // the test thread has no handle into this runtime.
-                let stopped = pin!(async move {
-                    while !stopping.load(Ordering::SeqCst) {
-                        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
-                    }
-                });
-                let (mut serving, mut stopped) = (serving, stopped);
-                std::future::poll_fn(|cx| match serving.as_mut().poll(cx) {
-                    Poll::Ready(result) => Poll::Ready(result),
-                    Poll::Pending => stopped.as_mut().poll(cx).map(Ok),
+                iblueprint::http::serve(shared, options, move |bound| {
+                    let _ = bound_tx.send((bound.api[0], bound.handle.clone()));
                 })
                 .await
             })
         });
-        let addr = bound_rx.recv_timeout(Duration::from_secs(20)).expect("the in-process server did not bind");
+        let (addr, handle) =
+            bound_rx.recv_timeout(Duration::from_secs(20)).expect("the in-process server did not bind");
         InProcess {
             base: format!("http://{addr}"),
             client: Client::new(),
-            stop,
+            handle,
             thread: Some(thread),
             service: Some(service),
         }
@@ -109,7 +94,9 @@ impl InProcess {
     /// Stops the server and waits until its workers let go of the service, so the store can
     /// be dropped and the file opened again.
     fn stop(mut self) -> Service {
-        self.stop.store(true, Ordering::SeqCst);
+        // The stop command is sent when `stop` is called; the server's future then ends and
+        // the thread returns, which `join` waits for.
+        drop(self.handle.stop(true));
         if let Some(thread) = self.thread.take() {
             thread.join().expect("server thread").expect("server result");
         }

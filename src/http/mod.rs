@@ -46,6 +46,8 @@ pub struct ServerOptions {
 pub struct Bound {
     pub api: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    /// Stops the server as SIGTERM would, from any thread (for embedding, and tests).
+    pub handle: actix_web::dev::ServerHandle,
 }
 
 /// Stops `server` gracefully (requests in flight finish) on SIGTERM or Ctrl-C.
@@ -129,7 +131,7 @@ pub async fn serve(
         actix_web::rt::spawn(server);
         (handle, addr)
     });
-    on_bound(&Bound { api, metrics: metrics_listener.as_ref().map(|(_, addr)| *addr) });
+    on_bound(&Bound { api, metrics: metrics_listener.as_ref().map(|(_, addr)| *addr), handle: running.handle() });
     let served = running.await;
     if let Some((handle, _)) = metrics_listener {
         handle.stop(true).await;
