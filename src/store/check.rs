@@ -16,7 +16,7 @@ use redb::{ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableT
 
 use super::{
     AUDIT, BUCKETS, KEY_HASHES, KEYS, NEXT_KEY_SEQ, ReadTxn, Reads, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SESSIONS,
-    StoreError, USER_KEYS, USERNAMES, USERS, builder, decode, open_error,
+    StoreError, USER_KEYS, USERNAMES, USERS, builder, decode, open_error, private_copy, surviving_panics,
 };
 use crate::domain::ratelimit::Buckets;
 use crate::domain::session::Session;
@@ -45,11 +45,7 @@ pub fn check_file(path: &Path, now: Timestamp) -> Result<CheckReport, StoreError
     }
     // redb may panic on a file damaged in ways it does not expect (a malformed allocator
     // state, say), from the first open on: that is a finding, not a crash of `check`.
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_guarded(path, now)));
-    std::panic::set_hook(quiet);
-    outcome.unwrap_or_else(|_| {
+    surviving_panics(|| check_guarded(path, now)).unwrap_or_else(|| {
         Ok(CheckReport {
             problems: vec!["redb could not make sense of the file (it panicked reading it)".into()],
             ..CheckReport::default()
@@ -67,13 +63,7 @@ fn check_guarded(path: &Path, now: Timestamp) -> Result<CheckReport, StoreError>
         Err(err) => return Err(open_error(path, err)),
     };
     let before = stamp(path)?;
-    // Beside the data file, whose disk has held it once already (the system's temp folder
-    // may be a small tmpfs); there only when that folder is not writable.
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let copy = tempfile::NamedTempFile::new_in(folder)
-        .or_else(|_| tempfile::NamedTempFile::new())
-        .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
-    std::fs::copy(path, copy.path()).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    let copy = private_copy(path)?;
     if guard.is_none() && stamp(path)? != before {
         return Err(StoreError::NotADataFile {
             path: path.to_owned(),

@@ -330,6 +330,30 @@ fn migrate(_tx: &mut WriteTxn, from: u64) -> Result<(), StoreError> {
     Err(StoreError::Corrupt { table: "meta", reason: format!("unknown old schema version {from}") })
 }
 
+/// A private copy of the file at `path`, for the offline readers (`check`, reading a backup
+/// to import) that must let redb recover, repair or verify a file without ever writing to
+/// the original. Beside it, on a disk that held the file once already (the system's temp
+/// folder may be a small tmpfs), or in the temp folder when that folder is not writable.
+fn private_copy(path: &Path) -> Result<tempfile::NamedTempFile, StoreError> {
+    let failed = |source| StoreError::Open { path: path.to_owned(), source };
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let copy = tempfile::NamedTempFile::new_in(folder).or_else(|_| tempfile::NamedTempFile::new()).map_err(failed)?;
+    std::fs::copy(path, copy.path()).map_err(failed)?;
+    Ok(copy)
+}
+
+/// Runs `read` on a file from outside, which redb may panic on when it is damaged in a way
+/// it does not expect (a malformed allocator state, say): `None` then, never a crash. The
+/// panic message is kept off the terminal, as the caller reports the damage in its own
+/// words. Only the offline commands read such files, one at a time.
+fn surviving_panics<T>(read: impl FnOnce() -> T) -> Option<T> {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    std::panic::set_hook(report);
+    outcome.ok()
+}
+
 fn open_error(path: &Path, err: DatabaseError) -> StoreError {
     match err {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => StoreError::Locked(path.to_owned()),

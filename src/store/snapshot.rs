@@ -186,11 +186,8 @@ fn decode_at<T: serde::de::DeserializeOwned>(table: &'static str, key: &str, byt
 /// original is never written to.
 pub fn read_foreign(path: &Path) -> Result<Vec<Record>, StoreError> {
     let damaged = |reason: String| StoreError::NotADataFile { path: path.to_owned(), reason };
-    let copy = tempfile::NamedTempFile::new().map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
-    std::fs::copy(path, copy.path()).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<Record>, StoreError> {
+    let copy = super::private_copy(path)?;
+    let outcome = super::surviving_panics(|| -> Result<Vec<Record>, StoreError> {
         let mut db = Database::builder()
             .set_check_integrity_on_open(true)
             .open(copy.path())
@@ -210,9 +207,8 @@ pub fn read_foreign(path: &Path) -> Result<Vec<Record>, StoreError> {
             Ok(())
         })?;
         Ok(records)
-    }));
-    std::panic::set_hook(quiet);
-    outcome.unwrap_or_else(|_| Err(damaged("redb could not make sense of it".into())))
+    });
+    outcome.unwrap_or_else(|| Err(damaged("redb could not make sense of it".into())))
 }
 
 /// Re-opens a freshly written copy, runs redb's integrity check (every page checksum), and
