@@ -67,7 +67,9 @@ issue_key() { # USER -> prints the secret
 KEY_A=$(issue_key alice)
 KEY_B=$(issue_key bob)
 
-# From the temp dir, so no config file of the checkout applies.
+# From the temp dir, so no config file of the checkout applies. The announcement file exists
+# before the server starts: the loop below may read it before the subshell has opened it.
+: >"$WORK/stdout"
 (cd "$WORK" && exec "$BIN" serve --listen 127.0.0.1:0 >"$WORK/stdout" 2>"$WORK/server.log") &
 SERVER=$!
 BASE=
