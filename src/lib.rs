@@ -29,6 +29,9 @@
 //!   postcard), schema version, and what is durable when.
 //! - [`service`]: the use cases over store + domain: verify, create/list/update/rotate/revoke
 //!   keys, add/disable users. Ownership checks, scope ceilings, key limits, audit events.
+//!   Verification remembers the keys it verified per worker thread, for as long as no
+//!   commit has happened since (the store's generation), so the hot path writes nothing
+//!   that another worker reads.
 //! - [`http`]: the only module that imports actix-web. Routes and their OpenAPI document
 //!   (one table, [`http::api`]), the `Authenticated<Scope>` extractor, JSON bodies, RFC 9457
 //!   problems, the settings pages, the one middleware every response passes (rate headers,
@@ -43,8 +46,8 @@
 //! - [`clock`]: the wall clock, read by the shell only and passed down as a value.
 //! - [`password`]: argon2id hashing. [`telemetry`]: tracing-subscriber set-up.
 //! - [`limiter`]: the in-memory token buckets and their write-behind to the store.
-//! - [`metrics`]: lock-free counters and histograms, rendered as Prometheus text on
-//!   `metrics.listen` by the HTTP layer.
+//! - [`metrics`]: lock-free counters and histograms, striped per thread, rendered as
+//!   Prometheus text on `metrics.listen` by the HTTP layer.
 //!
 //! ## Invariants, written as absences
 //!

@@ -1,14 +1,19 @@
 //! Per-key rate limiting and usage counting in memory, written behind to the store.
 //!
 //! # Exactness
-//! Every decision for a bucket is made under one mutex (the shard holding that key's
-//! `limit_id`), so however many workers verify the same key at once, admissions never
-//! exceed the bucket. Shards keep unrelated keys from contending.
+//! Each limit (a key's `limit_id`, shared with its rotation successor) has one live
+//! [`LimitSlot`], and every decision for it is made under that slot's mutex, so however
+//! many workers verify the same key at once, admissions never exceed the bucket. Callers
+//! may keep a slot's handle (the service's per-thread memo does, so the hot path does no
+//! map lookup at all); a slot that the flush evicts is marked under its lock, and a holder
+//! that finds the mark fetches the live slot instead, so a decision is never made on a
+//! copy that the flush no longer sees.
 //!
 //! # Memory
-//! A key's buckets are loaded from the store the first time it is used after a start, so
-//! memory follows the keys in use, not the keys that exist; start-up reads nothing. Clean
-//! entries idle for [`IDLE_EVICT_MS`] are dropped at the next flush.
+//! A limit's buckets are loaded from the store the first time one of its keys is used after
+//! a start, so memory follows the keys in use, not the keys that exist; start-up reads
+//! nothing. Clean slots idle for [`IDLE_EVICT_MS`] are dropped at the next flush, and a
+//! key's usage slot when a whole interval passed without a use.
 //!
 //! # Durability
 //! Levels and usage (`request_count`, `last_used_at`) are written in one store transaction
@@ -19,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -34,10 +40,24 @@ const SHARDS: usize = 64;
 /// Clean bucket entries untouched this long are evicted (they reload from the store).
 pub const IDLE_EVICT_MS: u64 = 15 * 60 * 1000;
 
+/// One limit's buckets in memory. Hold on to it with [`Limiter::take`].
+pub struct LimitSlot(Mutex<BucketEntry>);
+
 struct BucketEntry {
     buckets: Buckets,
     dirty: bool,
     touched_ms: u64,
+    /// Dropped from the limiter by a flush: decide on the live slot instead.
+    evicted: bool,
+}
+
+/// One key's uses since the last flush. Hold on to it with [`Limiter::count_use`].
+pub struct UsageSlot(Mutex<UsageEntry>);
+
+#[derive(Default)]
+struct UsageEntry {
+    usage: Usage,
+    evicted: bool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -46,9 +66,14 @@ struct Usage {
     last_used_ms: u64,
 }
 
+/// A poisoned slot is safe to keep using: its updates are single assignments, so a panic
+/// cannot leave one half-done.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The hasher of the shard maps. Key ids are drawn from the CSPRNG by us, so nobody can
-/// pick ids that collide, and SipHash's flooding resistance buys nothing here; foldhash
-/// (per-process random seed) costs a fraction of it, twice per verified request.
+/// pick ids that collide, and SipHash's flooding resistance buys nothing here.
 type Hasher = foldhash::fast::RandomState;
 type Map<V> = HashMap<KeyId, V, Hasher>;
 
@@ -65,13 +90,11 @@ impl<V> Sharded<V> {
 
     fn shard(&self, id: &KeyId) -> MutexGuard<'_, Map<V>> {
         let index = (self.hasher.hash_one(id) as usize) % self.shards.len();
-        // A panic while holding a shard cannot leave a bucket half-updated (updates are
-        // single assignments), so a poisoned lock is safe to keep using.
-        self.shards[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shards[index])
     }
 
     fn all(&self) -> impl Iterator<Item = MutexGuard<'_, Map<V>>> {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        self.shards.iter().map(lock)
     }
 }
 
@@ -86,101 +109,186 @@ pub struct FlushStats {
 pub struct Limiter {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    buckets: Sharded<BucketEntry>,
-    usage: Sharded<Usage>,
+    buckets: Sharded<Arc<LimitSlot>>,
+    usage: Sharded<Arc<UsageSlot>>,
+    /// Bumped, under the shard lock, by every flush that evicts a bucket slot: a first use
+    /// that read the store before an eviction must read again (see [`Limiter::slot_of`]).
+    evictions: AtomicU64,
+    /// Flushes run one at a time, so a failed one can put back exactly what it took.
+    flushing: Mutex<()>,
 }
 
 impl Limiter {
     pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
-        Limiter { store, metrics, buckets: Sharded::new(), usage: Sharded::new() }
-    }
-
-    /// Takes a token from each of the key's buckets, or refuses and takes none.
-    pub fn check(&self, key: &Key, now_ms: u64) -> Result<Decision, StoreError> {
-        if let Some(entry) = self.buckets.shard(&key.limit_id).get_mut(&key.limit_id) {
-            return Ok(take(entry, key, now_ms));
+        Limiter {
+            store,
+            metrics,
+            buckets: Sharded::new(),
+            usage: Sharded::new(),
+            evictions: AtomicU64::new(0),
+            flushing: Mutex::new(()),
         }
-        // First use since start: load outside the lock, then let whichever thread inserted
-        // first win, so concurrent first uses still share one bucket.
-        let saved = self.store.read()?.buckets(&key.limit_id)?.unwrap_or_default();
-        let mut shard = self.buckets.shard(&key.limit_id);
-        let entry = shard.entry(key.limit_id.clone()).or_insert(BucketEntry {
-            buckets: saved,
-            dirty: false,
-            touched_ms: now_ms,
-        });
-        Ok(take(entry, key, now_ms))
     }
 
-    /// Counts one admitted request for `key_id`.
+    /// Takes a token from each of the key's buckets, or refuses and takes none. Looks the
+    /// slot up each time; the hot path keeps it instead ([`Limiter::take`]).
+    pub fn check(&self, key: &Key, now_ms: u64) -> Result<Decision, StoreError> {
+        let mut slot = self.slot_of(key, now_ms)?;
+        self.take(&mut slot, key, now_ms)
+    }
+
+    /// Counts one admitted request for `key_id`, looking its slot up.
     pub fn record_use(&self, key_id: &KeyId, now_ms: u64) {
+        let mut slot = self.usage_of(key_id);
+        self.count_use(&mut slot, key_id, now_ms);
+    }
+
+    /// The live slot of `key`'s limit, loaded from the store on its first use since start.
+    pub fn slot_of(&self, key: &Key, now_ms: u64) -> Result<Arc<LimitSlot>, StoreError> {
+        let id = &key.limit_id;
+        loop {
+            if let Some(slot) = self.buckets.shard(id).get(id) {
+                return Ok(Arc::clone(slot));
+            }
+            // Load outside the lock, then let whichever thread inserts first win, so
+            // concurrent first uses still share one slot.
+            let evictions = self.evictions.load(Ordering::Acquire);
+            let saved = self.store.read()?.buckets(id)?.unwrap_or_default();
+            let mut shard = self.buckets.shard(id);
+            if let Some(slot) = shard.get(id) {
+                return Ok(Arc::clone(slot));
+            }
+            if self.evictions.load(Ordering::Acquire) != evictions {
+                // A slot may have lived and been evicted since the read, saving newer levels.
+                continue;
+            }
+            let slot = Arc::new(LimitSlot(Mutex::new(BucketEntry {
+                buckets: saved,
+                dirty: false,
+                touched_ms: now_ms,
+                evicted: false,
+            })));
+            shard.insert(id.clone(), Arc::clone(&slot));
+            return Ok(slot);
+        }
+    }
+
+    /// The live usage slot of `key_id`.
+    pub fn usage_of(&self, key_id: &KeyId) -> Arc<UsageSlot> {
         let mut shard = self.usage.shard(key_id);
-        // Look up before inserting: the common case (a key already counted since the last
-        // flush) then allocates nothing.
-        match shard.get_mut(key_id) {
-            Some(usage) => {
-                usage.requests += 1;
-                usage.last_used_ms = usage.last_used_ms.max(now_ms);
+        // Look up before inserting: the common case then allocates nothing.
+        if let Some(slot) = shard.get(key_id) {
+            return Arc::clone(slot);
+        }
+        let slot = Arc::new(UsageSlot(Mutex::default()));
+        shard.insert(key_id.clone(), Arc::clone(&slot));
+        slot
+    }
+
+    /// [`Limiter::check`] on a slot the caller kept, replacing it if it was evicted.
+    pub fn take(&self, slot: &mut Arc<LimitSlot>, key: &Key, now_ms: u64) -> Result<Decision, StoreError> {
+        loop {
+            {
+                let mut entry = lock(&slot.0);
+                if !entry.evicted {
+                    let decision = entry.buckets.check(key.rate_limit, now_ms);
+                    entry.touched_ms = now_ms;
+                    // A refused request changes no level, but the refill bookkeeping moved;
+                    // saving it is harmless, and skipping it keeps a hammering client from
+                    // causing writes.
+                    entry.dirty |= decision.allowed;
+                    return Ok(decision);
+                }
             }
-            None => {
-                shard.insert(key_id.clone(), Usage { requests: 1, last_used_ms: now_ms });
+            *slot = self.slot_of(key, now_ms)?;
+        }
+    }
+
+    /// [`Limiter::record_use`] on a slot the caller kept, replacing it if it was evicted.
+    pub fn count_use(&self, slot: &mut Arc<UsageSlot>, key_id: &KeyId, now_ms: u64) {
+        loop {
+            {
+                let mut entry = lock(&slot.0);
+                if !entry.evicted {
+                    entry.usage.requests += 1;
+                    entry.usage.last_used_ms = entry.usage.last_used_ms.max(now_ms);
+                    return;
+                }
             }
+            *slot = self.usage_of(key_id);
         }
     }
 
     /// Writes every changed bucket and all pending usage in one transaction. On failure
     /// the pending state is put back, so the next flush retries it.
     pub fn flush(&self, now_ms: u64) -> Result<FlushStats, StoreError> {
+        let _one_at_a_time = lock(&self.flushing);
         // Usage first, levels second: a request updates its bucket before it is counted, so
         // every request in this batch of usage has its spend in the levels snapshot below.
         // Hence a persisted `request_count` always has its bucket spend persisted with it.
         let mut used = Vec::new();
         for mut shard in self.usage.all() {
-            used.extend(shard.drain());
+            shard.retain(|id, slot| {
+                let mut entry = lock(&slot.0);
+                if entry.usage.requests == 0 {
+                    // Unused for a whole interval: dropped, and made anew at the next use.
+                    entry.evicted = true;
+                    return false;
+                }
+                used.push((id.clone(), Arc::clone(slot), std::mem::take(&mut entry.usage)));
+                true
+            });
         }
         let mut dirty = Vec::new();
-        for mut shard in self.buckets.all() {
-            for (id, entry) in shard.iter_mut().filter(|(_, e)| e.dirty) {
-                entry.dirty = false;
-                dirty.push((id.clone(), entry.buckets));
+        for shard in self.buckets.all() {
+            for (id, slot) in shard.iter() {
+                let mut entry = lock(&slot.0);
+                if entry.dirty {
+                    entry.dirty = false;
+                    dirty.push((id.clone(), Arc::clone(slot), entry.buckets));
+                }
             }
         }
         let mut stats = FlushStats { buckets: dirty.len(), keys_used: used.len(), evicted: 0 };
         if !dirty.is_empty() || !used.is_empty() {
             let written = self.store.write(|tx| {
-                for (id, buckets) in &dirty {
+                for (id, _, buckets) in &dirty {
                     tx.put_buckets(id, buckets)?;
                 }
-                for (id, usage) in &used {
+                for (id, _, usage) in &used {
                     tx.add_usage(id, usage.requests, Timestamp::from_millis(usage.last_used_ms))?;
                 }
                 Ok::<_, StoreError>(())
             });
             if let Err(err) = written {
-                self.restore(dirty, used);
+                // Nothing is evicted before this point, so every slot taken from is still live.
+                for (_, slot, _) in &dirty {
+                    lock(&slot.0).dirty = true;
+                }
+                for (_, slot, usage) in &used {
+                    let mut entry = lock(&slot.0);
+                    entry.usage.requests += usage.requests;
+                    entry.usage.last_used_ms = entry.usage.last_used_ms.max(usage.last_used_ms);
+                }
                 return Err(err);
             }
         }
         for mut shard in self.buckets.all() {
             let before = shard.len();
-            shard.retain(|_, e| e.dirty || now_ms.saturating_sub(e.touched_ms) < IDLE_EVICT_MS);
-            stats.evicted += before - shard.len();
+            shard.retain(|_, slot| {
+                let mut entry = lock(&slot.0);
+                let keep = entry.dirty || now_ms.saturating_sub(entry.touched_ms) < IDLE_EVICT_MS;
+                entry.evicted = !keep;
+                keep
+            });
+            let evicted = before - shard.len();
+            if evicted > 0 {
+                // Still under this shard's lock, where a first use compares it.
+                self.evictions.fetch_add(1, Ordering::Release);
+            }
+            stats.evicted += evicted;
         }
         Ok(stats)
-    }
-
-    fn restore(&self, dirty: Vec<(KeyId, Buckets)>, used: Vec<(KeyId, Usage)>) {
-        for (id, _) in dirty {
-            if let Some(entry) = self.buckets.shard(&id).get_mut(&id) {
-                entry.dirty = true;
-            }
-        }
-        for (id, usage) in used {
-            let mut shard = self.usage.shard(&id);
-            let pending = shard.entry(id.clone()).or_default();
-            pending.requests += usage.requests;
-            pending.last_used_ms = pending.last_used_ms.max(usage.last_used_ms);
-        }
     }
 
     /// Starts the write-behind thread. Dropping or stopping the handle flushes once more.
@@ -218,15 +326,6 @@ impl Limiter {
             }
         }
     }
-}
-
-fn take(entry: &mut BucketEntry, key: &Key, now_ms: u64) -> Decision {
-    let decision = entry.buckets.check(key.rate_limit, now_ms);
-    entry.touched_ms = now_ms;
-    // A refused request changes no level, but the refill bookkeeping moved; saving it is
-    // harmless, and skipping it keeps a hammering client from causing writes.
-    entry.dirty |= decision.allowed;
-    decision
 }
 
 /// The running write-behind thread.
@@ -320,6 +419,32 @@ mod tests {
         let d = limiter.check(&key, IDLE_EVICT_MS).unwrap();
         assert!(d.allowed);
         assert_eq!(d.hour.unwrap().remaining, 0);
+    }
+
+    #[test]
+    fn a_kept_slot_that_the_flush_evicted_hands_over_to_the_live_one() {
+        let limit = RateLimit::new(Some(2), None).unwrap();
+        let (_dir, store, key) = setup(limit);
+        let limiter = Limiter::new(Arc::clone(&store), Arc::default());
+        let mut slot = limiter.slot_of(&key, 0).unwrap();
+        let mut usage = limiter.usage_of(&key.id);
+        assert!(limiter.take(&mut slot, &key, 0).unwrap().allowed);
+        limiter.count_use(&mut usage, &key.id, 0);
+        assert_eq!(limiter.flush(0).unwrap(), FlushStats { buckets: 1, keys_used: 1, evicted: 0 });
+        assert_eq!(limiter.flush(IDLE_EVICT_MS).unwrap().evicted, 1);
+        // Both handles point at evicted slots now; using them reaches the live state: the
+        // bucket reloads with its saved level (1 left, plus a quarter hour's refill of 0.5).
+        let (stale_slot, stale_usage) = (Arc::clone(&slot), Arc::clone(&usage));
+        assert!(limiter.take(&mut slot, &key, IDLE_EVICT_MS).unwrap().allowed);
+        assert!(!Arc::ptr_eq(&slot, &stale_slot), "the evicted slot was replaced");
+        let mut stale_slot = stale_slot;
+        assert!(!limiter.take(&mut stale_slot, &key, IDLE_EVICT_MS).unwrap().allowed, "no budget from a dead copy");
+        let mut stale_usage = stale_usage;
+        limiter.count_use(&mut stale_usage, &key.id, IDLE_EVICT_MS);
+        limiter.count_use(&mut usage, &key.id, IDLE_EVICT_MS);
+        assert!(Arc::ptr_eq(&usage, &stale_usage), "both handles moved to the one live usage slot");
+        assert_eq!(limiter.flush(IDLE_EVICT_MS).unwrap().keys_used, 1);
+        assert_eq!(store.read().unwrap().key(&key.id).unwrap().unwrap().request_count, 3);
     }
 
     #[test]

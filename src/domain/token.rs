@@ -133,6 +133,13 @@ impl Token {
         KeyHash(*blake3::hash(&self.0).as_bytes())
     }
 
+    /// The hash `input` would be stored under if it were a token, without checking that it
+    /// is one; `None` when its length rules that out. For finding keys that were already
+    /// verified once: a hash stands for exactly one string, so a hit needs no parse.
+    pub fn hash_unparsed(input: &str) -> Option<KeyHash> {
+        (input.len() == TOKEN_LEN).then(|| KeyHash(*blake3::hash(input.as_bytes()).as_bytes()))
+    }
+
     /// The first characters, safe to show (`ibp_a1B2`).
     pub fn start(&self) -> &str {
         self.ascii(..START_LEN)
@@ -290,6 +297,15 @@ mod tests {
             bytes[pos] = new;
             let changed = String::from_utf8(bytes).unwrap();
             prop_assert_eq!(Token::parse(&changed), Err(TokenError::ChecksumMismatch));
+        }
+
+        #[test]
+        fn the_unparsed_hash_of_a_token_is_its_stored_hash(seed in any::<u64>(), extra in 1usize..4) {
+            let token = token_from_seed(seed);
+            prop_assert_eq!(Token::hash_unparsed(token.expose_secret()), Some(token.hash()));
+            let longer = format!("{}{}", token.expose_secret(), "x".repeat(extra));
+            prop_assert_eq!(Token::hash_unparsed(&longer), None);
+            prop_assert_eq!(Token::hash_unparsed(&token.expose_secret()[extra..]), None);
         }
 
         #[test]

@@ -13,8 +13,10 @@ use crate::domain::{Actor, Denial, Key, KeyName, RateLimit, Timestamp, Token, Us
 use crate::limiter::Limiter;
 use crate::metrics::{Metrics, Outcome};
 use crate::store::{Store, StoreError};
+use memo::{Entry, EntryRef, Memo};
 
 mod keys;
+mod memo;
 mod sessions;
 mod users;
 
@@ -160,16 +162,36 @@ impl Service {
     /// records the outcome ([`verification_outcome`]) with the time it took.
     pub fn verify(&self, presented: &str, required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
         let now = Timestamp::from_millis(now_ms);
-        let token = Token::parse(presented).map_err(|_| VerifyError::Invalid)?;
-        let (key, user) = self.store.key_and_owner(&token.hash())?.ok_or(VerifyError::Invalid)?;
-        key.authorize(user.is_disabled(), required, now)
-            .map_err(|denial| VerifyError::Denied { key: Arc::clone(&key), denial })?;
-        let rate = if key.rate_limit.is_unlimited() { None } else { Some(self.limiter.check(&key, now_ms)?) };
-        if let Some(decision) = rate.filter(|d| !d.allowed) {
-            return Err(VerifyError::RateLimited { key: Arc::clone(&key), decision: Box::new(decision) });
-        }
-        self.limiter.record_use(&key.id, now_ms);
-        Ok(Principal { user, key, rate })
+        // Read before any lookup: see `memo`.
+        let generation = self.store.generation();
+        Memo::with(generation, |memo| {
+            let remembered = Token::hash_unparsed(presented);
+            let mut entry = match remembered.as_ref().and_then(|hash| memo.get_mut(hash)) {
+                Some(entry) => EntryRef::Remembered(entry),
+                None => {
+                    let token = Token::parse(presented).map_err(|_| VerifyError::Invalid)?;
+                    let hash = remembered.unwrap_or_else(|| token.hash());
+                    let (key, user) = self.store.key_and_owner(&hash)?.ok_or(VerifyError::Invalid)?;
+                    let limit =
+                        if key.rate_limit.is_unlimited() { None } else { Some(self.limiter.slot_of(&key, now_ms)?) };
+                    let usage = self.limiter.usage_of(&key.id);
+                    memo.remember(hash, Entry { key: Arc::new(key), user: Arc::new(user), limit, usage })
+                }
+            };
+            let entry = entry.get();
+            let key = &entry.key;
+            key.authorize(entry.user.is_disabled(), required, now)
+                .map_err(|denial| VerifyError::Denied { key: Arc::clone(key), denial })?;
+            let rate = match &mut entry.limit {
+                Some(slot) => Some(self.limiter.take(slot, key, now_ms)?),
+                None => None,
+            };
+            if let Some(decision) = rate.filter(|d| !d.allowed) {
+                return Err(VerifyError::RateLimited { key: Arc::clone(key), decision: Box::new(decision) });
+            }
+            self.limiter.count_use(&mut entry.usage, &key.id, now_ms);
+            Ok(Principal { user: Arc::clone(&entry.user), key: Arc::clone(key), rate })
+        })
     }
 }
 
@@ -193,6 +215,51 @@ pub fn verification_outcome(verdict: &Result<Principal, VerifyError>) -> Outcome
 mod tests {
     use super::*;
     use crate::domain::{Action, AuditEvent, KeySpec, RateLimit, Scopes};
+
+    /// The per-thread memo answers only from the current state: every change that a
+    /// verification depends on is seen by the very next verification on the same thread,
+    /// which had the key memoised.
+    #[test]
+    fn verification_on_a_thread_that_memoised_the_key_sees_every_change_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service::new(Store::open(&dir.path().join("data.redb")).unwrap(), ServiceSettings::default());
+        let now = Timestamp::from_unix(1_700_000_000);
+        let now_ms = 1_700_000_000_000;
+        let alice = service.add_user("alice", "correct horse battery", false, Actor::Cli, now).unwrap();
+        let spec = |name: &str| KeySpec {
+            name: KeyName::parse(name).unwrap(),
+            expires_at: None,
+            rate_limit: RateLimit::UNLIMITED,
+            scopes: Scopes::default(),
+        };
+        let denial = |result: Result<Principal, VerifyError>| match result {
+            Err(VerifyError::Denied { denial, .. }) => Some(denial),
+            Err(VerifyError::RateLimited { .. }) => None,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+
+        let limited = service.create_key(&alice.id, spec("limited"), None, Actor::Cli, now).unwrap();
+        let secret = limited.token.expose_secret();
+        assert!(service.verify(secret, &[], now_ms).unwrap().rate.is_none(), "unlimited at first");
+        let patch = KeyPatch { name: None, rate_limit: Some(RateLimit::new(Some(1), None).unwrap()) };
+        service.update_key(&alice.id, limited.key.id.as_str(), patch, Actor::Cli, now).unwrap();
+        assert!(service.verify(secret, &[], now_ms).unwrap().rate.is_some_and(|d| d.allowed), "the new limit applies");
+        assert_eq!(denial(service.verify(secret, &[], now_ms)), None, "and its one token is spent");
+
+        let revoked = service.create_key(&alice.id, spec("revoked"), None, Actor::Cli, now).unwrap();
+        let secret = revoked.token.expose_secret();
+        service.verify(secret, &[], now_ms).unwrap();
+        service.revoke_key(&alice.id, revoked.key.id.as_str(), Actor::Cli, now).unwrap();
+        assert_eq!(denial(service.verify(secret, &[], now_ms)), Some(Denial::Revoked));
+
+        let kept = service.create_key(&alice.id, spec("kept"), None, Actor::Cli, now).unwrap();
+        let secret = kept.token.expose_secret();
+        service.verify(secret, &[], now_ms).unwrap();
+        service.set_disabled("alice", true, Actor::Cli, now).unwrap();
+        assert_eq!(denial(service.verify(secret, &[], now_ms)), Some(Denial::UserDisabled));
+        service.set_disabled("alice", false, Actor::Cli, now).unwrap();
+        assert!(service.verify(secret, &[], now_ms).is_ok());
+    }
 
     /// The audit trail is part of every change: when the event cannot be written, the change
     /// it records is not made either, and the caller gets the error.

@@ -57,7 +57,6 @@ pub mod codec;
 #[doc(hidden)]
 pub mod fault;
 mod hot;
-pub use hot::KeyAndOwner;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -230,8 +229,15 @@ impl Store {
 
     /// The verification lookup: the key whose token hashes to `hash`, and its owner. Reads
     /// a shared view that every commit refreshes; see `hot`.
-    pub fn key_and_owner(&self, hash: &KeyHash) -> Result<Option<hot::KeyAndOwner>, StoreError> {
+    pub fn key_and_owner(&self, hash: &KeyHash) -> Result<Option<(Key, User)>, StoreError> {
         self.hot.key_and_owner(&self.db, hash)
+    }
+
+    /// Names the state [`Store::key_and_owner`] answers from; every commit changes it, and no
+    /// other store or state ever has the same. What a caller derived from lookups made after
+    /// reading generation `g` is current for as long as this still returns `g`.
+    pub fn generation(&self) -> u64 {
+        self.hot.generation()
     }
 
     /// Makes sure the file carries the current schema and every table exists. A file that

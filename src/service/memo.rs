@@ -1,0 +1,102 @@
+//! Each worker thread's memo of the keys it verified: the decoded key and owner, and the
+//! handles of the key's rate-limit and usage slots, by token hash.
+//!
+//! Why per thread: on a busy server every request verifies a key, and anything that all
+//! workers write (a lock, a reference count, a shared map) moves its cache line between
+//! cores on every request, which on a 2-core machine cost more than the verification
+//! itself. A memo that only its own thread touches costs a hash lookup.
+//!
+//! Why it is never stale: an entry is used only while the store's
+//! [`generation`](crate::store::Store::generation) is the one read before the entry's
+//! lookup. Every commit (a revocation, a disabled user, a changed limit) changes the
+//! generation before it returns, so the next verification on every thread drops its whole
+//! memo and looks up afresh. The rate-limit slot handles are safe to keep across a flush
+//! too: the limiter redirects a handle whose slot it evicted (see [`crate::limiter`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use crate::domain::{Key, KeyHash, User};
+use crate::limiter::{LimitSlot, UsageSlot};
+
+/// Keys remembered per thread at most; past it, lookups are simply not remembered.
+const MEMO_LIMIT: usize = 50_000;
+
+/// A verified key as its thread remembers it.
+pub(super) struct Entry {
+    pub key: Arc<Key>,
+    pub user: Arc<User>,
+    /// `None` for a key without limits.
+    pub limit: Option<Arc<LimitSlot>>,
+    pub usage: Arc<UsageSlot>,
+}
+
+/// Token hashes are uniformly random already: their first eight bytes are the hash.
+#[derive(Default)]
+struct FirstBytes(u64);
+
+impl Hasher for FirstBytes {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(word);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Memo {
+    generation: u64,
+    entries: HashMap<[u8; 32], Entry, BuildHasherDefault<FirstBytes>>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+}
+
+impl Memo {
+    /// Runs `f` with this thread's memo, emptied first unless it is of `generation`.
+    pub(super) fn with<T>(generation: u64, f: impl FnOnce(&mut Memo) -> T) -> T {
+        MEMO.with_borrow_mut(|memo| {
+            if memo.generation != generation {
+                memo.entries.clear();
+                memo.generation = generation;
+            }
+            f(memo)
+        })
+    }
+
+    pub(super) fn get_mut(&mut self, hash: &KeyHash) -> Option<&mut Entry> {
+        self.entries.get_mut(&hash.0)
+    }
+
+    /// Remembers `entry` if there is room, and hands it back to use either way.
+    pub(super) fn remember(&mut self, hash: KeyHash, entry: Entry) -> EntryRef<'_> {
+        if self.entries.len() < MEMO_LIMIT {
+            EntryRef::Remembered(self.entries.entry(hash.0).insert_entry(entry).into_mut())
+        } else {
+            EntryRef::Passing(Box::new(entry))
+        }
+    }
+}
+
+/// An entry to verify with: in the memo, or (memo full) just for this request.
+pub(super) enum EntryRef<'a> {
+    Remembered(&'a mut Entry),
+    Passing(Box<Entry>),
+}
+
+impl EntryRef<'_> {
+    pub(super) fn get(&mut self) -> &mut Entry {
+        match self {
+            EntryRef::Remembered(entry) => entry,
+            EntryRef::Passing(entry) => entry,
+        }
+    }
+}
