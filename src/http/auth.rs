@@ -100,11 +100,12 @@ pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, A
 /// The token from `Authorization: Bearer <token>`. A header that is present but is not a
 /// bearer credential counts as an invalid key, not a missing one.
 fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
-    let value = req.headers().get(header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
-    let value = value.to_str().map_err(|_| ApiError::InvalidKey)?;
-    let (scheme, token) = value.split_once(' ').ok_or(ApiError::InvalidKey)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let value = req.headers().get(header::AUTHORIZATION).ok_or(ApiError::MissingKey)?.as_bytes();
+    let space = value.iter().position(|&b| b == b' ').ok_or(ApiError::InvalidKey)?;
+    let (scheme, token) = (&value[..space], &value[space + 1..]);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(ApiError::InvalidKey);
     }
-    Ok(token.trim())
+    // Whatever the bytes are, a token is ASCII: anything else fails the token parse later.
+    std::str::from_utf8(token.trim_ascii()).map_err(|_| ApiError::InvalidKey)
 }

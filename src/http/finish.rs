@@ -1,5 +1,6 @@
 //! What every response gets on its way out: the `RateLimit` headers of the key it was for,
-//! a count in the request metrics, and one line in the request log.
+//! `Cache-Control: no-store` under `/v1` (unless the handler chose otherwise), a count in
+//! the request metrics, and one line in the request log.
 //!
 //! One hand-written middleware rather than one `from_fn` per job: this wraps every request,
 //! `from_fn` boxes a future per request and per layer, and the verification route is
@@ -19,10 +20,11 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
 use actix_web::{Error, HttpMessage};
 
 use super::auth::PresentedKey;
-use super::rate_headers;
+use super::{api, rate_headers};
 use crate::metrics::Metrics;
 
 /// The middleware factory; wrap the whole app in it.
@@ -109,12 +111,16 @@ where
 }
 
 const LOG_TARGET: &str = "iblueprint::request";
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 fn finish<B>(response: &mut ServiceResponse<B>, metrics: &Metrics, started: Option<Instant>) {
     let status = response.status().as_u16();
     let rate = response.request().extensions().get::<PresentedKey>().and_then(|k| k.rate);
     if let Some(decision) = rate {
         rate_headers::insert(response.headers_mut(), &decision);
+    }
+    if api::is_api_path(response.request().path()) && !response.headers().contains_key(CACHE_CONTROL) {
+        response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
     }
     let request = response.request();
     let route = request.match_name().unwrap_or("unmatched");

@@ -17,14 +17,18 @@ use std::sync::LazyLock;
 
 use actix_web::dev::Handler;
 use actix_web::http::Method;
-use actix_web::middleware::DefaultHeaders;
 use actix_web::{FromRequest, HttpResponse, Responder, Route, web};
 use utoipa::openapi::HttpMethod;
 
 use super::error::ApiError;
 
 /// The scope every route lives under; the paths in the annotations include it.
-const PREFIX: &str = "/v1";
+pub const PREFIX: &str = "/v1";
+
+/// Whether `path` is the API's: its responses describe keys, so none is for a shared cache.
+pub fn is_api_path(path: &str) -> bool {
+    path.strip_prefix(PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// The OpenAPI tags, which group operations in the document (described in [`openapi`]).
 const KEYS: &str = "keys";
@@ -32,12 +36,14 @@ const VERIFICATION: &str = "verification";
 const SERVICE: &str = "service";
 
 /// Every route under `/v1`: a resource name, its tag, and the operations served at its path.
+/// The router tries them in this order, so the forward-auth check, which a proxy sends for
+/// every request it guards, comes first.
 static ENDPOINTS: LazyLock<Vec<Endpoint>> = LazyLock::new(|| {
     vec![
+        Endpoint::new("auth", VERIFICATION, vec![operation(me::forward_auth, me::__path_forward_auth)]),
         Endpoint::new("health", SERVICE, vec![operation(me::health, me::__path_health)]),
         Endpoint::new("openapi", SERVICE, vec![operation(openapi::openapi_json, openapi::__path_openapi_json)]),
         Endpoint::new("me", KEYS, vec![operation(me::me, me::__path_me)]),
-        Endpoint::new("auth", VERIFICATION, vec![operation(me::forward_auth, me::__path_forward_auth)]),
         Endpoint::new(
             "keys",
             KEYS,
@@ -54,9 +60,8 @@ static ENDPOINTS: LazyLock<Vec<Endpoint>> = LazyLock::new(|| {
 });
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let mut scope = web::scope(PREFIX)
-        // API responses describe keys; nothing here is for a shared cache.
-        .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")));
+    // Every response here also gets `Cache-Control: no-store` on its way out (`finish`).
+    let mut scope = web::scope(PREFIX);
     for endpoint in ENDPOINTS.iter() {
         scope = scope.service(endpoint.resource());
     }
@@ -185,4 +190,19 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 
 async fn method_not_allowed(allowed: &'static str) -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed(allowed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_api_path;
+
+    #[test]
+    fn api_paths_are_v1_and_below_only() {
+        for path in ["/v1", "/v1/", "/v1/auth", "/v1/keys/key_x/revoke"] {
+            assert!(is_api_path(path), "{path}");
+        }
+        for path in ["/", "/v10", "/v1x/auth", "/settings", "/login", "/assets/app.css"] {
+            assert!(!is_api_path(path), "{path}");
+        }
+    }
 }
