@@ -19,8 +19,10 @@
 #      on exit: it holds live secrets.
 #   2. seeds a data file with 1,000 keys (per_hour = per_day = 10^9, so nothing is refused)
 #      and writes 1,000 of the secrets to a file;
-#   3. runs wrk, with the same settings every time, against: the hello baseline;
-#      `iblueprint serve` with RUST_LOG=warn; the same server on /v1/health (no verification:
+#   3. runs wrk, with the same settings every time, against: the hello baseline; the hello
+#      baseline answering with the six headers /v1/auth answers with (`hello --auth-headers`:
+#      the framework's and the client's cost of the contract's response, with no work behind
+#      it); `iblueprint serve` with RUST_LOG=warn; the same server on /v1/health (no verification:
 #      framework + middleware only, same request bytes but the path); `iblueprint serve` with
 #      its default info logging (one line per request) going to /dev/null. This is repeated
 #      ROUNDS times, alternating, so drifting background load hits both sides alike;
@@ -119,10 +121,12 @@ seed() {
     DATA_BYTES=$(stat -c %s "$DATA")
 }
 
-# run_hello GROUP ROUND
+# run_hello GROUP ROUND [--auth-headers]
 run_hello() {
-    start_server /dev/null -- "$HELLO" --listen 127.0.0.1:0
-    measure hello "$1" "$2" - none /v1/auth -
+    local server=hello
+    [[ ${3:-} == --auth-headers ]] && server=hello+headers
+    start_server /dev/null -- "$HELLO" --listen 127.0.0.1:0 ${3:+"$3"}
+    measure "$server" "$1" "$2" - none /v1/auth -
     stop_server
 }
 
@@ -160,11 +164,12 @@ startup_times() {
     STARTUPS+=("$label|$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "%s / %s / %s", a[1], a[int((NR + 1) / 2)], a[NR] }')")
 }
 
-# rounds GROUP KEYS: ROUNDS × (hello, iblueprint warn + /v1/health, iblueprint info)
+# rounds GROUP KEYS: ROUNDS × (hello, hello+headers, iblueprint warn + /v1/health, iblueprint info)
 rounds() {
     local group=$1 keys=$2 round
     for ((round = 1; round <= ROUNDS; round++)); do
         run_hello "$group" "$round"
+        run_hello "$group" "$round" --auth-headers
         run_iblueprint "$group" "$round" "$keys" warn /v1/health
         run_iblueprint "$group" "$round" "$keys" info
     done
@@ -204,6 +209,14 @@ rps_of() {
     done
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b; else printf "-" }'; }
+# mean_ratio SERVER GROUP LOGGING PATH BASELINE → mean over the rounds of req/s against that
+# round's BASELINE (a hello variant) run
+mean_ratio() {
+    local n
+    for ((n = 1; n <= ROUNDS; n++)); do
+        ratio "$(rps_of "$1" "$2" "$n" "$3" "$4")" "$(rps_of "$5" "$2" "$n" none /v1/auth)"; echo
+    done | awk '{ t += $1 } END { printf "%.2f", t / NR }'
+}
 # mean of the rows matching SERVER GROUP LOGGING PATH, column N
 mean_of() {
     local r total=0 count=0
@@ -228,9 +241,9 @@ mean_of() {
     for r in "${ROWS[@]}"; do
         IFS='|' read -r server group round keys logging path rps p50 p99 scpu wcpu rss hwm data startup load <<<"$r"
         vs_hello="-"
-        [[ $server == iblueprint ]] && vs_hello=$(ratio "$rps" "$(rps_of hello "$group" "$round" none /v1/auth)")
+        [[ $server != hello ]] && vs_hello=$(ratio "$rps" "$(rps_of hello "$group" "$round" none /v1/auth)")
         [[ $data != "-" ]] && data=$(mib "$data")
-        if [[ $server == hello ]]; then
+        if [[ $server == hello* ]]; then
             keys="($SMALL_KEYS)"; [[ $group == large ]] && keys="($LARGE_KEYS)"
         fi
         printf '| %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s |\n' \
@@ -240,25 +253,26 @@ mean_of() {
     echo
     echo "### Summary (means over $ROUNDS rounds)"
     echo
-    echo "| data file | server | logging | path | req/s | vs hello (target ≥ 0.85) | vs 1k keys (target ≥ 0.90) | p99 ms | server CPU µs/req |"
-    echo "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    echo "| data file | server | logging | path | req/s | vs hello (target ≥ 0.85) | vs hello+headers | vs 1k keys (target ≥ 0.90) | p99 ms | server CPU µs/req |"
+    echo "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     groups=(small); [[ -z $SKIP_LARGE ]] && groups+=(large)
     for group in "${groups[@]}"; do
         keys=$SMALL_KEYS; [[ $group == large ]] && keys=$LARGE_KEYS
-        for spec in "hello none /v1/auth" "iblueprint warn /v1/auth" "iblueprint info /v1/auth" "iblueprint warn /v1/health"; do
+        for spec in "hello none /v1/auth" "hello+headers none /v1/auth" "iblueprint warn /v1/auth" "iblueprint info /v1/auth" "iblueprint warn /v1/health"; do
             read -r server logging path <<<"$spec"
             rps=$(mean_of "$server" "$group" "$logging" "$path" 7)
-            vs_hello="-"; vs_small="-"
+            vs_hello="-"; vs_headers="-"; vs_small="-"
+            if [[ $server != hello ]]; then
+                # Means of the per-round ratios, each against the baseline run of its own round.
+                vs_hello=$(mean_ratio "$server" "$group" "$logging" "$path" hello)
+            fi
             if [[ $server == iblueprint ]]; then
-                # Mean of the per-round ratios, each against the hello run of its own round.
-                vs_hello=$(for ((n = 1; n <= ROUNDS; n++)); do
-                    ratio "$(rps_of iblueprint "$group" "$n" "$logging" "$path")" "$(rps_of hello "$group" "$n" none /v1/auth)"; echo
-                done | awk '{ t += $1 } END { printf "%.2f", t / NR }')
+                vs_headers=$(mean_ratio "$server" "$group" "$logging" "$path" hello+headers)
                 if [[ $group == large && $path == /v1/auth ]]; then
                     vs_small=$(ratio "$rps" "$(mean_of iblueprint small "$logging" "$path" 7)")
                 fi
             fi
-            printf '| %s keys | %s | %s | %s | %.0f | %s | %s | %s | %s |\n' "$keys" "$server" "$logging" "$path" "$rps" "$vs_hello" "$vs_small" \
+            printf '| %s keys | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$keys" "$server" "$logging" "$path" "$rps" "$vs_hello" "$vs_headers" "$vs_small" \
                 "$(mean_of "$server" "$group" "$logging" "$path" 9)" "$(mean_of "$server" "$group" "$logging" "$path" 10)"
         done
     done
