@@ -11,6 +11,9 @@
 //!   same shape as the governor quota below.
 //! - `iblueprint_1000_keys_fixed_now`: as `iblueprint_1000_keys` but with a constant
 //!   `now_ms`: the limiter alone, without the clock read.
+//! - `iblueprint_1000_keys_held_slots`: as `iblueprint_1000_keys_fixed_now`, through
+//!   [`Limiter::take`] on slots looked up once: what the server does, whose per-thread memo
+//!   keeps each verified key's slot (no map lookup, no key hashing).
 //! - `governor_1000_keys`: `RateLimiter::keyed(Quota::per_hour(10⁹)).check_key(&key)` over
 //!   the same 1,000 keys (governor reads its own clock, quanta, on every check).
 //! - `iblueprint_1_key`, `governor_1_key`: one key checked over and over: the uncontended
@@ -61,12 +64,18 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("iblueprint_1000_keys", "governor_1000_keys", "1,000 keys, hour+day vs governor (target ≤ 2)"),
     ("iblueprint_1000_keys_hour_only", "governor_1000_keys", "1,000 keys, hour only vs governor"),
     ("iblueprint_1000_keys_fixed_now", "governor_1000_keys", "1,000 keys, hour+day, no clock read vs governor"),
+    (
+        "iblueprint_1000_keys_held_slots",
+        "governor_1000_keys",
+        "1,000 keys, hour+day, slots held (the server's path) vs governor",
+    ),
     ("iblueprint_1_key", "governor_1_key", "1 key, hour+day vs governor"),
 ];
 const BENCHES: &[&str] = &[
     "iblueprint_1000_keys",
     "iblueprint_1000_keys_hour_only",
     "iblueprint_1000_keys_fixed_now",
+    "iblueprint_1000_keys_held_slots",
     "governor_1000_keys",
     "iblueprint_1_key",
     "governor_1_key",
@@ -169,6 +178,17 @@ fn benches(c: &mut Criterion) {
         &both_keys,
         Some(iblueprint::clock::now_millis()),
     );
+
+    let limiter = warm_limiter(&store, &both_keys);
+    let now = iblueprint::clock::now_millis();
+    let mut slots: Vec<_> = both_keys.iter().map(|key| limiter.slot_of(key, now).expect("slot")).collect();
+    let mut i = 0;
+    g.bench_function("iblueprint_1000_keys_held_slots", |b| {
+        b.iter(|| {
+            i = (i + 1) % both_keys.len();
+            black_box(limiter.take(&mut slots[i], black_box(&both_keys[i]), now).expect("take").allowed)
+        })
+    });
 
     let governor = warm_governor(&both_keys);
     bench_governor(&mut g, "governor_1000_keys", &governor, &both_keys);
