@@ -216,6 +216,16 @@ mod tests {
     use super::*;
     use crate::domain::{Action, AuditEvent, KeySpec, RateLimit, Scopes};
 
+    /// A key named `name` with no limits, no expiry and no scopes.
+    fn spec(name: &str) -> KeySpec {
+        KeySpec {
+            name: KeyName::parse(name).unwrap(),
+            expires_at: None,
+            rate_limit: RateLimit::UNLIMITED,
+            scopes: Scopes::default(),
+        }
+    }
+
     /// The per-thread memo answers only from the current state: every change that a
     /// verification depends on is seen by the very next verification on the same thread,
     /// which had the key memoised.
@@ -226,12 +236,6 @@ mod tests {
         let now = Timestamp::from_unix(1_700_000_000);
         let now_ms = 1_700_000_000_000;
         let alice = service.add_user("alice", "correct horse battery", false, Actor::Cli, now).unwrap();
-        let spec = |name: &str| KeySpec {
-            name: KeyName::parse(name).unwrap(),
-            expires_at: None,
-            rate_limit: RateLimit::UNLIMITED,
-            scopes: Scopes::default(),
-        };
         let denial = |result: Result<Principal, VerifyError>| match result {
             Err(VerifyError::Denied { denial, .. }) => Some(denial),
             Err(VerifyError::RateLimited { .. }) => None,
@@ -269,12 +273,6 @@ mod tests {
         let service = Service::new(Store::open(&dir.path().join("data.redb")).unwrap(), ServiceSettings::default());
         let now = Timestamp::from_unix(1_700_000_000);
         let alice = service.add_user("alice", "correct horse battery", false, Actor::Cli, now).unwrap();
-        let spec = |name: &str| KeySpec {
-            name: KeyName::parse(name).unwrap(),
-            expires_at: None,
-            rate_limit: RateLimit::UNLIMITED,
-            scopes: Scopes::default(),
-        };
         let key = service.create_key(&alice.id, spec("ci"), None, Actor::Cli, now).unwrap().key;
         let last = AuditEvent {
             at: now,
