@@ -189,6 +189,11 @@ fn benches(c: &mut Criterion) {
             black_box(limiter.take(&mut slots[i], black_box(&both_keys[i]), now).expect("take").allowed)
         })
     });
+    // As in `bench_iblueprint`: everything measured must have been admitted.
+    assert!(
+        both_keys.iter().zip(&mut slots).all(|(key, slot)| limiter.take(slot, key, now).expect("take").allowed),
+        "iblueprint_1000_keys_held_slots: a check was refused"
+    );
 
     let governor = warm_governor(&both_keys);
     bench_governor(&mut g, "governor_1000_keys", &governor, &both_keys);

@@ -137,12 +137,6 @@ impl Limiter {
         self.take(&mut slot, key, now_ms)
     }
 
-    /// Counts one admitted request for `key_id`, looking its slot up.
-    pub fn record_use(&self, key_id: &KeyId, now_ms: u64) {
-        let mut slot = self.usage_of(key_id);
-        self.count_use(&mut slot, key_id, now_ms);
-    }
-
     /// The live slot of `key`'s limit, loaded from the store on its first use since start.
     pub fn slot_of(&self, key: &Key, now_ms: u64) -> Result<Arc<LimitSlot>, StoreError> {
         let id = &key.limit_id;
@@ -204,7 +198,8 @@ impl Limiter {
         }
     }
 
-    /// [`Limiter::record_use`] on a slot the caller kept, replacing it if it was evicted.
+    /// Counts one admitted request for `key_id` on a slot the caller kept (from
+    /// [`Limiter::usage_of`]), replacing it if it was evicted.
     pub fn count_use(&self, slot: &mut Arc<UsageSlot>, key_id: &KeyId, now_ms: u64) {
         loop {
             {
@@ -395,10 +390,10 @@ mod tests {
         let (_dir, store, key) = setup(RateLimit::UNLIMITED);
         let limiter = Limiter::new(Arc::clone(&store), Arc::default());
         for ms in [5_000, 9_000, 7_000] {
-            limiter.record_use(&key.id, ms);
+            limiter.count_use(&mut limiter.usage_of(&key.id), &key.id, ms);
         }
         assert_eq!(limiter.flush(10_000).unwrap().keys_used, 1);
-        limiter.record_use(&key.id, 12_000);
+        limiter.count_use(&mut limiter.usage_of(&key.id), &key.id, 12_000);
         limiter.flush(13_000).unwrap();
         let saved = store.read().unwrap().key(&key.id).unwrap().unwrap();
         assert_eq!(saved.request_count, 4);

@@ -3,9 +3,9 @@
 //! Recording happens on the verification hot path, so every instrument is a set of plain
 //! atomics, striped per thread: recording is a relaxed add with no lock, no allocation and
 //! no cache line shared with another worker, and the work of adding things up happens
-//! only when a scraper asks. This module knows neither actix nor
-//! redb: [`crate::service`] and [`crate::limiter`] record into it, the HTTP layer reports
-//! requests by route name and status, and serves [`Metrics::render`].
+//! only when a scraper asks. This module knows neither actix nor redb: [`crate::service`]
+//! and [`crate::limiter`] record into it, the HTTP layer reports requests by route name and
+//! status, and serves [`Metrics::render`].
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;

@@ -130,14 +130,14 @@ impl Token {
 
     /// The stored form of this token.
     pub fn hash(&self) -> KeyHash {
-        KeyHash(*blake3::hash(&self.0).as_bytes())
+        hash_of(&self.0)
     }
 
     /// The hash `input` would be stored under if it were a token, without checking that it
     /// is one; `None` when its length rules that out. For finding keys that were already
     /// verified once: a hash stands for exactly one string, so a hit needs no parse.
     pub fn hash_unparsed(input: &str) -> Option<KeyHash> {
-        (input.len() == TOKEN_LEN).then(|| KeyHash(*blake3::hash(input.as_bytes()).as_bytes()))
+        (input.len() == TOKEN_LEN).then(|| hash_of(input.as_bytes()))
     }
 
     /// The first characters, safe to show (`ibp_a1B2`).
@@ -181,6 +181,11 @@ pub fn redact(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The stored form of a token's bytes.
+fn hash_of(token: &[u8]) -> KeyHash {
+    KeyHash(*blake3::hash(token).as_bytes())
 }
 
 fn checksum_of(body: &[u8]) -> u32 {

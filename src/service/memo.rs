@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::domain::{Key, KeyHash, User};
 use crate::limiter::{LimitSlot, UsageSlot};
 
-/// Keys remembered per thread at most; past it, lookups are simply not remembered.
+/// Keys remembered per thread at most.
 const MEMO_LIMIT: usize = 50_000;
 
 /// A verified key as its thread remembers it.
@@ -76,27 +76,12 @@ impl Memo {
         self.entries.get_mut(&hash.0)
     }
 
-    /// Remembers `entry` if there is room, and hands it back to use either way.
-    pub(super) fn remember(&mut self, hash: KeyHash, entry: Entry) -> EntryRef<'_> {
-        if self.entries.len() < MEMO_LIMIT {
-            EntryRef::Remembered(self.entries.entry(hash.0).insert_entry(entry).into_mut())
-        } else {
-            EntryRef::Passing(Box::new(entry))
+    /// Remembers `entry` and hands it back to use. A full memo starts over: memory stays
+    /// bounded, and a thread with more keys in use than that pays a lookup now and then.
+    pub(super) fn remember(&mut self, hash: KeyHash, entry: Entry) -> &mut Entry {
+        if self.entries.len() >= MEMO_LIMIT {
+            self.entries.clear();
         }
-    }
-}
-
-/// An entry to verify with: in the memo, or (memo full) just for this request.
-pub(super) enum EntryRef<'a> {
-    Remembered(&'a mut Entry),
-    Passing(Box<Entry>),
-}
-
-impl EntryRef<'_> {
-    pub(super) fn get(&mut self) -> &mut Entry {
-        match self {
-            EntryRef::Remembered(entry) => entry,
-            EntryRef::Passing(entry) => entry,
-        }
+        self.entries.entry(hash.0).insert_entry(entry).into_mut()
     }
 }

@@ -13,7 +13,7 @@ use crate::domain::{Actor, Denial, Key, KeyName, RateLimit, Timestamp, Token, Us
 use crate::limiter::Limiter;
 use crate::metrics::{Metrics, Outcome};
 use crate::store::{Store, StoreError};
-use memo::{Entry, EntryRef, Memo};
+use memo::{Entry, Memo};
 
 mod keys;
 mod memo;
@@ -156,7 +156,8 @@ impl Service {
         &self.settings
     }
 
-    /// The check behind every authenticated request: parse, hash, look up, authorize, then
+    /// The check behind every authenticated request: hash, look up (in this thread's memo of
+    /// keys verified since the last commit, else parse and read the store), authorize, then
     /// take a token from the key's rate-limit buckets and count the use. Malformed tokens are
     /// refused before the database is touched; refused requests spend no budget. The caller
     /// records the outcome ([`verification_outcome`]) with the time it took.
@@ -166,8 +167,8 @@ impl Service {
         let generation = self.store.generation();
         Memo::with(generation, |memo| {
             let remembered = Token::hash_unparsed(presented);
-            let mut entry = match remembered.as_ref().and_then(|hash| memo.get_mut(hash)) {
-                Some(entry) => EntryRef::Remembered(entry),
+            let entry = match remembered.as_ref().and_then(|hash| memo.get_mut(hash)) {
+                Some(entry) => entry,
                 None => {
                     let token = Token::parse(presented).map_err(|_| VerifyError::Invalid)?;
                     let hash = remembered.unwrap_or_else(|| token.hash());
@@ -178,7 +179,6 @@ impl Service {
                     memo.remember(hash, Entry { key: Arc::new(key), user: Arc::new(user), limit, usage })
                 }
             };
-            let entry = entry.get();
             let key = &entry.key;
             key.authorize(entry.user.is_disabled(), required, now)
                 .map_err(|denial| VerifyError::Denied { key: Arc::clone(key), denial })?;
