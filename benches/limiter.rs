@@ -186,12 +186,20 @@ fn benches(c: &mut Criterion) {
     g.bench_function("iblueprint_1000_keys_held_slots", |b| {
         b.iter(|| {
             i = (i + 1) % both_keys.len();
-            black_box(limiter.take(&mut slots[i], black_box(&both_keys[i]), now).expect("take").allowed)
+            black_box(
+                limiter
+                    .take(&mut slots[i], both_keys[i].rate_limit, black_box(&both_keys[i]), now)
+                    .expect("take")
+                    .allowed,
+            )
         })
     });
     // As in `bench_iblueprint`: everything measured must have been admitted.
     assert!(
-        both_keys.iter().zip(&mut slots).all(|(key, slot)| limiter.take(slot, key, now).expect("take").allowed),
+        both_keys
+            .iter()
+            .zip(&mut slots)
+            .all(|(key, slot)| limiter.take(slot, key.rate_limit, key, now).expect("take").allowed),
         "iblueprint_1000_keys_held_slots: a check was refused"
     );
 

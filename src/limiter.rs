@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::domain::ratelimit::{Buckets, Decision};
-use crate::domain::{Key, KeyId, Timestamp};
+use crate::domain::{Key, KeyId, RateLimit, Timestamp};
 use crate::metrics::Metrics;
 use crate::store::{Reads, Store, StoreError};
 
@@ -134,7 +134,7 @@ impl Limiter {
     /// slot up each time; the hot path keeps it instead ([`Limiter::take`]).
     pub fn check(&self, key: &Key, now_ms: u64) -> Result<Decision, StoreError> {
         let mut slot = self.slot_of(key, now_ms)?;
-        self.take(&mut slot, key, now_ms)
+        self.take(&mut slot, key.rate_limit, key, now_ms)
     }
 
     /// The live slot of `key`'s limit, loaded from the store on its first use since start.
@@ -179,13 +179,21 @@ impl Limiter {
         slot
     }
 
-    /// [`Limiter::check`] on a slot the caller kept, replacing it if it was evicted.
-    pub fn take(&self, slot: &mut Arc<LimitSlot>, key: &Key, now_ms: u64) -> Result<Decision, StoreError> {
+    /// [`Limiter::check`] on a slot the caller kept, replacing it if it was evicted. `limit`
+    /// is `key.rate_limit`, passed apart so that the caller may keep a copy at hand: `key` is
+    /// read only to replace an evicted slot.
+    pub fn take(
+        &self,
+        slot: &mut Arc<LimitSlot>,
+        limit: RateLimit,
+        key: &Key,
+        now_ms: u64,
+    ) -> Result<Decision, StoreError> {
         loop {
             {
                 let mut entry = lock(&slot.0);
                 if !entry.evicted {
-                    let decision = entry.buckets.check(key.rate_limit, now_ms);
+                    let decision = entry.buckets.check(limit, now_ms);
                     entry.touched_ms = now_ms;
                     // A refused request changes no level, but the refill bookkeeping moved;
                     // saving it is harmless, and skipping it keeps a hammering client from
@@ -246,7 +254,7 @@ impl Limiter {
         }
         let mut stats = FlushStats { buckets: dirty.len(), keys_used: used.len(), evicted: 0 };
         if !dirty.is_empty() || !used.is_empty() {
-            let written = self.store.write(|tx| {
+            let written = self.store.write_usage(|tx| {
                 for (id, _, buckets) in &dirty {
                     tx.put_buckets(id, buckets)?;
                 }
@@ -423,17 +431,20 @@ mod tests {
         let limiter = Limiter::new(Arc::clone(&store), Arc::default());
         let mut slot = limiter.slot_of(&key, 0).unwrap();
         let mut usage = limiter.usage_of(&key.id);
-        assert!(limiter.take(&mut slot, &key, 0).unwrap().allowed);
+        assert!(limiter.take(&mut slot, key.rate_limit, &key, 0).unwrap().allowed);
         limiter.count_use(&mut usage, &key.id, 0);
         assert_eq!(limiter.flush(0).unwrap(), FlushStats { buckets: 1, keys_used: 1, evicted: 0 });
         assert_eq!(limiter.flush(IDLE_EVICT_MS).unwrap().evicted, 1);
         // Both handles point at evicted slots now; using them reaches the live state: the
         // bucket reloads with its saved level (1 left, plus a quarter hour's refill of 0.5).
         let (stale_slot, stale_usage) = (Arc::clone(&slot), Arc::clone(&usage));
-        assert!(limiter.take(&mut slot, &key, IDLE_EVICT_MS).unwrap().allowed);
+        assert!(limiter.take(&mut slot, key.rate_limit, &key, IDLE_EVICT_MS).unwrap().allowed);
         assert!(!Arc::ptr_eq(&slot, &stale_slot), "the evicted slot was replaced");
         let mut stale_slot = stale_slot;
-        assert!(!limiter.take(&mut stale_slot, &key, IDLE_EVICT_MS).unwrap().allowed, "no budget from a dead copy");
+        assert!(
+            !limiter.take(&mut stale_slot, key.rate_limit, &key, IDLE_EVICT_MS).unwrap().allowed,
+            "no budget from a dead copy"
+        );
         let mut stale_usage = stale_usage;
         limiter.count_use(&mut stale_usage, &key.id, IDLE_EVICT_MS);
         limiter.count_use(&mut usage, &key.id, IDLE_EVICT_MS);

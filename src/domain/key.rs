@@ -191,6 +191,49 @@ pub struct Key {
     pub limit_id: KeyId,
 }
 
+/// The part of a key that decides whether it may be used: small enough to keep a copy of
+/// next to a lookup that runs on every request (see `service::memo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    revoked_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    scopes: Scopes,
+}
+
+impl Access {
+    /// May the key be used now, by this owner, for something that needs `required`?
+    pub fn authorize(&self, owner_disabled: bool, required: &[&str], now: Timestamp) -> Result<(), Denial> {
+        match status_of(self.revoked_at, self.expires_at, now) {
+            KeyStatus::Revoked => return Err(Denial::Revoked),
+            KeyStatus::Expired => return Err(Denial::Expired),
+            KeyStatus::Active | KeyStatus::RevokesAt(_) => {}
+        }
+        if owner_disabled {
+            return Err(Denial::UserDisabled);
+        }
+        let missing: Vec<String> =
+            required.iter().filter(|s| !self.scopes.contains(s)).map(|s| (*s).to_owned()).collect();
+        if !missing.is_empty() {
+            return Err(Denial::InsufficientScope { missing });
+        }
+        Ok(())
+    }
+}
+
+fn status_of(revoked_at: Option<Timestamp>, expires_at: Option<Timestamp>, now: Timestamp) -> KeyStatus {
+    match revoked_at {
+        Some(at) if at <= now => return KeyStatus::Revoked,
+        _ => {}
+    }
+    if expires_at.is_some_and(|at| at <= now) {
+        return KeyStatus::Expired;
+    }
+    match revoked_at {
+        Some(at) => KeyStatus::RevokesAt(at),
+        None => KeyStatus::Active,
+    }
+}
+
 /// What a new key is made of, before the store gives it a sequence number.
 #[derive(Debug, Clone)]
 pub struct KeySpec {
@@ -223,35 +266,12 @@ impl Key {
     }
 
     pub fn status(&self, now: Timestamp) -> KeyStatus {
-        match self.revoked_at {
-            Some(at) if at <= now => return KeyStatus::Revoked,
-            _ => {}
-        }
-        if self.expires_at.is_some_and(|at| at <= now) {
-            return KeyStatus::Expired;
-        }
-        match self.revoked_at {
-            Some(at) => KeyStatus::RevokesAt(at),
-            None => KeyStatus::Active,
-        }
+        status_of(self.revoked_at, self.expires_at, now)
     }
 
-    /// May this key be used now, by this owner, for something that needs `required`?
-    pub fn authorize(&self, owner_disabled: bool, required: &[&str], now: Timestamp) -> Result<(), Denial> {
-        match self.status(now) {
-            KeyStatus::Revoked => return Err(Denial::Revoked),
-            KeyStatus::Expired => return Err(Denial::Expired),
-            KeyStatus::Active | KeyStatus::RevokesAt(_) => {}
-        }
-        if owner_disabled {
-            return Err(Denial::UserDisabled);
-        }
-        let missing: Vec<String> =
-            required.iter().filter(|s| !self.scopes.contains(s)).map(|s| (*s).to_owned()).collect();
-        if !missing.is_empty() {
-            return Err(Denial::InsufficientScope { missing });
-        }
-        Ok(())
+    /// What deciding whether this key may be used reads from it (see [`Access::authorize`]).
+    pub fn access(&self) -> Access {
+        Access { revoked_at: self.revoked_at, expires_at: self.expires_at, scopes: self.scopes.clone() }
     }
 
     /// Revokes now. Idempotent: an already revoked key keeps its original time, and a key
@@ -338,16 +358,16 @@ mod tests {
     fn denials_come_in_the_documented_order() {
         let now = Timestamp::from_unix(1_000_000);
         let mut k = key(now);
-        assert_eq!(k.authorize(false, &["keys:read"], now), Ok(()));
+        assert_eq!(k.access().authorize(false, &["keys:read"], now), Ok(()));
         assert_eq!(
-            k.authorize(false, &["keys:write"], now),
+            k.access().authorize(false, &["keys:write"], now),
             Err(Denial::InsufficientScope { missing: vec!["keys:write".into()] })
         );
-        assert_eq!(k.authorize(true, &[], now), Err(Denial::UserDisabled));
+        assert_eq!(k.access().authorize(true, &[], now), Err(Denial::UserDisabled));
         let later = now.plus_seconds(3_600);
-        assert_eq!(k.authorize(true, &[], later), Err(Denial::Expired));
+        assert_eq!(k.access().authorize(true, &[], later), Err(Denial::Expired));
         k.revoke(now);
-        assert_eq!(k.authorize(true, &[], later), Err(Denial::Revoked));
+        assert_eq!(k.access().authorize(true, &[], later), Err(Denial::Revoked));
     }
 
     #[test]

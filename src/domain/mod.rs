@@ -19,7 +19,7 @@ pub mod token;
 pub mod user;
 
 pub use audit::{Action, Actor, AuditEvent};
-pub use key::{Denial, Key, KeyChangeError, KeyId, KeyName, KeySpec, KeyStatus, RateLimit};
+pub use key::{Access, Denial, Key, KeyChangeError, KeyId, KeyName, KeySpec, KeyStatus, RateLimit};
 pub use scope::{Scope, Scopes};
 pub use time::Timestamp;
 pub use token::{KeyHash, Token, TokenError};

@@ -8,7 +8,6 @@
 
 use std::future::{Ready, ready};
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::Payload;
@@ -16,9 +15,9 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use super::error::ApiError;
+use crate::domain::Scope;
 use crate::domain::ratelimit::Decision;
-use crate::domain::{Key, Scope};
-use crate::service::{Principal, Service, VerifyError, verification_outcome};
+use crate::service::{Principal, Service, Verified, VerifyError, verification_outcome};
 
 /// The scopes a handler needs, as a type.
 pub trait ScopeRule {
@@ -50,10 +49,10 @@ pub struct Authenticated<S: ScopeRule> {
 }
 
 /// The key a request presented, for the request log (which shows its public id, never the
-/// secret), and where its rate limits stand, for the `RateLimit` response headers. One
-/// request extension for both, sharing the verified record: this runs per request.
+/// secret), and where its rate limits stand, for the `RateLimit` response headers (`None`:
+/// no limits, or the handler set them). One request extension for both.
 pub struct PresentedKey {
-    pub key: Arc<Key>,
+    pub key_id: String,
     pub rate: Option<Decision>,
 }
 
@@ -66,46 +65,64 @@ impl<S: ScopeRule> FromRequest for Authenticated<S> {
     }
 }
 
-/// Verifies the request's bearer key against `required` scopes. Also used directly by
-/// forward-auth, whose scopes come from the query string.
+/// Verifies the request's bearer key against `required` scopes, and leaves the key in the
+/// request for [`super::finish`] (the `RateLimit` headers, the log line).
 pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, ApiError> {
+    let principal = verify(req, |service, presented, now_ms| service.verify(presented, required, now_ms))?;
+    req.extensions_mut().insert(PresentedKey { key_id: principal.key.id.as_str().to_owned(), rate: principal.rate });
+    Ok(principal)
+}
+
+/// [`authenticate`] for forward-auth, which a proxy calls before every request it guards:
+/// it returns only the key's identity ([`Service::verify_identity`]), and the handler sets
+/// the `RateLimit` headers of a passed check itself, so a passed key is left in the request
+/// only when the request log, which names it, is on.
+pub fn authenticate_identity(req: &HttpRequest, required: &[&str]) -> Result<Verified, ApiError> {
+    let verified = verify(req, |service, presented, now_ms| service.verify_identity(presented, required, now_ms))?;
+    if super::finish::logs_requests() {
+        req.extensions_mut().insert(PresentedKey { key_id: verified.identity.key_id().to_owned(), rate: None });
+    }
+    Ok(verified)
+}
+
+/// Runs `check` on the request's bearer token, records the outcome in the metrics, and
+/// leaves a refused key in the request.
+fn verify<T>(
+    req: &HttpRequest,
+    check: impl FnOnce(&Service, &[u8], u64) -> Result<T, VerifyError>,
+) -> Result<T, ApiError> {
     let service = req
         .app_data::<web::Data<Service>>()
         .ok_or_else(|| ApiError::unexpected(anyhow::anyhow!("service missing from app data")))?;
     let presented = bearer_token(req)?;
     let started = Instant::now();
-    let verdict = service.verify(presented, required, crate::clock::now_millis());
-    service.metrics().record_verification(verification_outcome(&verdict), started.elapsed());
-    match verdict {
-        Ok(principal) => {
-            req.extensions_mut().insert(PresentedKey { key: Arc::clone(&principal.key), rate: principal.rate });
-            Ok(principal)
-        }
-        Err(err) => {
-            let presented = match &err {
-                VerifyError::Denied { key, .. } => Some(PresentedKey { key: Arc::clone(key), rate: None }),
-                VerifyError::RateLimited { key, decision } => {
-                    Some(PresentedKey { key: Arc::clone(key), rate: Some(**decision) })
-                }
-                VerifyError::Invalid | VerifyError::Store(_) => None,
-            };
-            if let Some(presented) = presented {
-                req.extensions_mut().insert(presented);
+    let verdict = check(service, presented, crate::clock::now_millis());
+    service.metrics().record_verification(verification_outcome(verdict.as_ref().err()), started.elapsed());
+    verdict.map_err(|err| {
+        let presented = match &err {
+            VerifyError::Denied { key, .. } => Some(PresentedKey { key_id: key.id.as_str().to_owned(), rate: None }),
+            VerifyError::RateLimited { key, decision } => {
+                Some(PresentedKey { key_id: key.id.as_str().to_owned(), rate: Some(**decision) })
             }
-            Err(err.into())
+            VerifyError::Invalid | VerifyError::Store(_) => None,
+        };
+        if let Some(presented) = presented {
+            req.extensions_mut().insert(presented);
         }
-    }
+        err.into()
+    })
 }
 
-/// The token from `Authorization: Bearer <token>`. A header that is present but is not a
-/// bearer credential counts as an invalid key, not a missing one.
-fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
+/// The token from `Authorization: Bearer <token>`, as bytes: a key that verified before is
+/// found by its hash alone, and anything else goes through the token parse, which refuses
+/// what is not a token. A header that is present but is not a bearer credential counts as
+/// an invalid key, not a missing one.
+fn bearer_token(req: &HttpRequest) -> Result<&[u8], ApiError> {
     let value = req.headers().get(header::AUTHORIZATION).ok_or(ApiError::MissingKey)?.as_bytes();
     let space = value.iter().position(|&b| b == b' ').ok_or(ApiError::InvalidKey)?;
     let (scheme, token) = (&value[..space], &value[space + 1..]);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(ApiError::InvalidKey);
     }
-    // Whatever the bytes are, a token is ASCII: anything else fails the token parse later.
-    std::str::from_utf8(token.trim_ascii()).map_err(|_| ApiError::InvalidKey)
+    Ok(token.trim_ascii())
 }

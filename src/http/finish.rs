@@ -1,6 +1,7 @@
 //! What every response gets on its way out: the `RateLimit` headers of the key it was for,
-//! `Cache-Control: no-store` under `/v1` (unless the handler chose otherwise), a count in
-//! the request metrics, and one line in the request log.
+//! `Cache-Control: no-store` under `/v1` (unless the handler chose otherwise),
+//! `Strict-Transport-Security` when served over TLS, a count in the request metrics, and one
+//! line in the request log.
 //!
 //! One hand-written middleware rather than one `from_fn` per job: this wraps every request,
 //! `from_fn` boxes a future per request and per layer, and the verification route is
@@ -20,21 +21,23 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue, STRICT_TRANSPORT_SECURITY};
 use actix_web::{Error, HttpMessage};
 
 use super::auth::PresentedKey;
-use super::{api, rate_headers};
+use super::{api, rate_headers, tls};
 use crate::metrics::Metrics;
 
 /// The middleware factory; wrap the whole app in it.
 pub struct Finish {
     metrics: Arc<Metrics>,
+    over_tls: bool,
 }
 
 impl Finish {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Finish { metrics }
+    /// `over_tls`: every response then carries HSTS, errors included.
+    pub fn new(metrics: Arc<Metrics>, over_tls: bool) -> Self {
+        Finish { metrics, over_tls }
     }
 }
 
@@ -49,7 +52,7 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, inner: S) -> Self::Future {
-        ready(Ok(FinishService { inner, metrics: Rc::new(Arc::clone(&self.metrics)) }))
+        ready(Ok(FinishService { inner, metrics: Rc::new(Arc::clone(&self.metrics)), over_tls: self.over_tls }))
     }
 }
 
@@ -58,6 +61,7 @@ pub struct FinishService<S> {
     /// Per worker: each request's future takes an `Rc` clone, which unlike an `Arc` clone
     /// writes nothing that other workers share.
     metrics: Rc<Arc<Metrics>>,
+    over_tls: bool,
 }
 
 impl<S, B> Service<ServiceRequest> for FinishService<S>
@@ -72,8 +76,8 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         // The clock is read only when the log line will be written.
-        let started = tracing::enabled!(target: LOG_TARGET, tracing::Level::INFO).then(Instant::now);
-        Finishing { inner: self.inner.call(req), metrics: Rc::clone(&self.metrics), started }
+        let started = logs_requests().then(Instant::now);
+        Finishing { inner: self.inner.call(req), metrics: Rc::clone(&self.metrics), over_tls: self.over_tls, started }
     }
 }
 
@@ -83,6 +87,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         metrics: Rc<Arc<Metrics>>,
+        over_tls: bool,
         started: Option<Instant>,
     }
 }
@@ -97,7 +102,7 @@ where
         let this = self.project();
         match ready!(this.inner.poll(cx)) {
             Ok(mut response) => {
-                finish(&mut response, this.metrics, *this.started);
+                finish(&mut response, this.metrics, *this.over_tls, *this.started);
                 Poll::Ready(Ok(response))
             }
             Err(err) => {
@@ -111,9 +116,15 @@ where
 }
 
 const LOG_TARGET: &str = "iblueprint::request";
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-fn finish<B>(response: &mut ServiceResponse<B>, metrics: &Metrics, started: Option<Instant>) {
+/// Whether each request gets a line in the log.
+pub fn logs_requests() -> bool {
+    tracing::enabled!(target: LOG_TARGET, tracing::Level::INFO)
+}
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const HSTS: HeaderValue = HeaderValue::from_static(tls::HSTS);
+
+fn finish<B>(response: &mut ServiceResponse<B>, metrics: &Metrics, over_tls: bool, started: Option<Instant>) {
     let status = response.status().as_u16();
     let rate = response.request().extensions().get::<PresentedKey>().and_then(|k| k.rate);
     if let Some(decision) = rate {
@@ -122,6 +133,9 @@ fn finish<B>(response: &mut ServiceResponse<B>, metrics: &Metrics, started: Opti
     if api::is_api_path(response.request().path()) && !response.headers().contains_key(CACHE_CONTROL) {
         response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
     }
+    if over_tls && !response.headers().contains_key(STRICT_TRANSPORT_SECURITY) {
+        response.headers_mut().insert(STRICT_TRANSPORT_SECURITY, HSTS);
+    }
     let request = response.request();
     let route = request.match_name().unwrap_or("unmatched");
     metrics.record_request(route, status);
@@ -129,7 +143,7 @@ fn finish<B>(response: &mut ServiceResponse<B>, metrics: &Metrics, started: Opti
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     // Borrowed, not copied: the key's id goes straight into the line.
     let extensions = request.extensions();
-    let key_id = extensions.get::<PresentedKey>().map_or("-", |k| k.key.id.as_str());
+    let key_id = extensions.get::<PresentedKey>().map_or("-", |k| k.key_id.as_str());
     tracing::info!(
         target: LOG_TARGET,
         method = %request.method(),

@@ -20,8 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 
-use actix_web::http::header::STRICT_TRANSPORT_SECURITY;
-use actix_web::middleware::{Condition, DefaultHeaders};
 use actix_web::rt::signal::unix::{SignalKind, signal};
 use actix_web::{App, HttpServer, web};
 
@@ -100,9 +98,7 @@ pub async fn serve(
             .app_data(pages.clone())
             .app_data(body::payload_config())
             .app_data(body_deadline)
-            .wrap(finish::Finish::new(Arc::clone(&request_metrics)))
-            // Wrapped last, so outermost: every response over TLS carries it, errors included.
-            .wrap(Condition::new(over_tls, DefaultHeaders::new().add((STRICT_TRANSPORT_SECURITY, tls::HSTS))))
+            .wrap(finish::Finish::new(Arc::clone(&request_metrics), over_tls))
             .configure(api::configure)
             .configure(pages::configure)
             .default_service(web::to(api::not_found))

@@ -31,53 +31,104 @@ pub fn insert(headers: &mut HeaderMap, decision: &Decision) {
     let policy = LAST_POLICY.with_borrow_mut(|last| match last {
         Some((seen, value)) if *seen == quotas => Some(value.clone()),
         _ => {
-            let value = HeaderValue::try_from(policy(decision)).ok()?;
+            let value = policy(decision).to_header()?;
             *last = Some((quotas, value.clone()));
             Some(value)
         }
     });
-    // Handed over without a copy; the values are ASCII by construction.
-    if let (Some(policy), Ok(state)) = (policy, HeaderValue::try_from(state(decision))) {
+    // The values are ASCII by construction, so neither conversion fails in practice; if one
+    // did, the response goes out without the pair rather than with half of it.
+    if let (Some(policy), Some(state)) = (policy, state(decision).to_header()) {
         headers.insert(POLICY.clone(), policy);
         headers.insert(STATE.clone(), state);
     }
 }
 
 /// `RateLimit-Policy`: each window's quota and length.
-fn policy(decision: &Decision) -> Vec<u8> {
-    render(decision, [(b"q=", |w| u64::from(w.quota)), (b"w=", |w| w.window_seconds)])
+fn policy(decision: &Decision) -> Rendered {
+    render(decision, b"q=", |w| u64::from(w.quota), b";w=", |w| w.window_seconds)
 }
 
 /// `RateLimit`: what is left of each window now, and how long until it is full.
-fn state(decision: &Decision) -> Vec<u8> {
-    render(decision, [(b"r=", |w| w.remaining), (b"t=", |w| w.seconds_to_full)])
+fn state(decision: &Decision) -> Rendered {
+    render(decision, b"r=", |w| w.remaining, b";t=", |w| w.seconds_to_full)
 }
 
-/// A parameter of each window's item: its name with `=`, and where its value comes from.
-type Field = (&'static [u8], fn(&WindowState) -> u64);
+/// The longest value: two windows, each `"hour";r=<20 digits>;t=<20 digits>`, and `, `.
+const RENDERED_MAX: usize = 2 * (b"\"hour\";".len() + 2 * (b";r=".len() + 20)) + b", ".len();
 
-/// `"hour";a=1;b=2, "day";a=3;b=4`. Built as bytes by hand rather than with `format!` or
-/// `String` pushes: this runs on every limited request, and both showed in profiles.
-fn render(decision: &Decision, fields: [Field; 2]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    for (i, window) in decision.windows().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b", ");
+/// `"hour";a=1;b=2, "day";a=3;b=4`: the hour window first, then the day, each with two
+/// parameters. Written into a buffer on the stack, byte by byte: this runs on every limited
+/// request, and `format!`, then a `Vec` (two allocations once it became a header value), each
+/// showed in profiles.
+#[inline]
+fn render(
+    decision: &Decision,
+    first: &[u8; 2],
+    first_value: impl Fn(&WindowState) -> u64,
+    second: &[u8; 3],
+    second_value: impl Fn(&WindowState) -> u64,
+) -> Rendered {
+    let mut out = Rendered { bytes: [0; RENDERED_MAX], len: 0 };
+    let labels: [(&Option<WindowState>, &[u8]); 2] = [(&decision.hour, b"\"hour\";"), (&decision.day, b"\"day\";")];
+    for (window, label) in labels {
+        let Some(window) = window else { continue };
+        if out.len > 0 {
+            out.push(b", ");
         }
-        out.push(b'"');
-        out.extend_from_slice(window.name.as_bytes());
-        out.push(b'"');
-        for (name, value) in fields {
-            out.push(b';');
-            out.extend_from_slice(name);
-            push_number(&mut out, value(window));
-        }
+        out.push(label);
+        out.push(first);
+        out.push_number(first_value(window));
+        out.push(second);
+        out.push_number(second_value(window));
     }
     out
 }
 
-fn push_number(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+/// A header value being written. It cannot overflow (see [`RENDERED_MAX`]); were it ever to,
+/// the value is cut short, which [`Rendered::to_header`] refuses, rather than a panic on a
+/// request path.
+struct Rendered {
+    bytes: [u8; RENDERED_MAX],
+    len: usize,
+}
+
+impl Rendered {
+    #[inline]
+    fn push(&mut self, part: &[u8]) {
+        if let Some(to) = self.bytes.get_mut(self.len..self.len + part.len()) {
+            to.copy_from_slice(part);
+            self.len += part.len();
+        } else {
+            self.len = RENDERED_MAX + 1;
+        }
+    }
+
+    /// Decimal digits, written in place from the last.
+    #[inline]
+    fn push_number(&mut self, mut value: u64) {
+        let digits = value.checked_ilog10().map_or(1, |log| log as usize + 1);
+        let Some(to) = self.bytes.get_mut(self.len..self.len + digits) else {
+            self.len = RENDERED_MAX + 1;
+            return;
+        };
+        for digit in to.iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+        self.len += digits;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+
+    fn to_header(&self) -> Option<HeaderValue> {
+        if self.len > RENDERED_MAX {
+            return None;
+        }
+        HeaderValue::from_bytes(self.as_bytes()).ok()
+    }
 }
 
 #[cfg(test)]
@@ -90,12 +141,44 @@ mod tests {
     fn headers_follow_the_draft_syntax() {
         let limit = RateLimit::new(Some(100), Some(1000)).unwrap();
         let decision = Buckets::default().check(limit, 0);
-        assert_eq!(policy(&decision), b"\"hour\";q=100;w=3600, \"day\";q=1000;w=86400");
-        assert_eq!(state(&decision), b"\"hour\";r=99;t=36, \"day\";r=999;t=87");
-        let mut zero = Vec::new();
-        push_number(&mut zero, 0);
-        push_number(&mut zero, u64::MAX);
-        assert_eq!(zero, format!("0{}", u64::MAX).into_bytes());
+        assert_eq!(policy(&decision).as_bytes(), b"\"hour\";q=100;w=3600, \"day\";q=1000;w=86400");
+        assert_eq!(state(&decision).as_bytes(), b"\"hour\";r=99;t=36, \"day\";r=999;t=87");
+    }
+
+    #[test]
+    fn the_longest_value_fits() {
+        let window = |name| WindowState {
+            name,
+            quota: u32::MAX,
+            window_seconds: 0,
+            remaining: u64::MAX,
+            seconds_to_full: u64::MAX,
+        };
+        let decision = Decision { allowed: true, retry_after: 0, hour: Some(window("hour")), day: Some(window("day")) };
+        let max = u64::MAX;
+        let expected = format!("\"hour\";r={max};t={max}, \"day\";r={max};t={max}");
+        assert_eq!(std::str::from_utf8(state(&decision).as_bytes()).unwrap(), expected);
+        assert!(state(&decision).to_header().is_some());
+    }
+
+    #[test]
+    fn every_number_is_written_in_full() {
+        for value in [0, 1, 9, 10, 99, 100, 3600, 86_400, 999_999_999, 1_000_000_000, u64::MAX / 10, u64::MAX] {
+            let mut out = Rendered { bytes: [0; RENDERED_MAX], len: 0 };
+            out.push_number(value);
+            assert_eq!(out.as_bytes(), value.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_value_too_long_for_the_buffer_is_refused_whole() {
+        let mut out = Rendered { bytes: [0; RENDERED_MAX], len: 0 };
+        for _ in 0..RENDERED_MAX / 20 + 1 {
+            out.push_number(u64::MAX);
+        }
+        out.push(b"x");
+        assert!(out.as_bytes().is_empty());
+        assert!(out.to_header().is_none());
     }
 
     #[test]

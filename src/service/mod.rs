@@ -59,6 +59,47 @@ impl Principal {
     }
 }
 
+/// Who a verified key speaks for, as forward-auth tells a proxy: the key's id, its owner's
+/// username and its scopes (space-separated). Rendered once per remembered key, into one
+/// allocation: reading it is one cache line where the records it comes from are several.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The three, one after the other.
+    text: Arc<str>,
+    username_at: usize,
+    scopes_at: usize,
+}
+
+impl Identity {
+    fn new(key: &Key, user: &User) -> Self {
+        let (id, username, scopes) = (key.id.as_str(), user.username.as_str(), key.scopes.joined());
+        Identity {
+            text: [id, username, &scopes].concat().into(),
+            username_at: id.len(),
+            scopes_at: id.len() + username.len(),
+        }
+    }
+
+    pub fn key_id(&self) -> &str {
+        self.text.get(..self.username_at).unwrap_or_default()
+    }
+
+    pub fn username(&self) -> &str {
+        self.text.get(self.username_at..self.scopes_at).unwrap_or_default()
+    }
+
+    pub fn scopes(&self) -> &str {
+        self.text.get(self.scopes_at..).unwrap_or_default()
+    }
+}
+
+/// A verified caller as forward-auth needs it: no records, only what it answers with.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub identity: Identity,
+    pub rate: Option<Decision>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// Malformed, bad checksum, or unknown: deliberately indistinguishable to the caller.
@@ -161,7 +202,27 @@ impl Service {
     /// take a token from the key's rate-limit buckets and count the use. Malformed tokens are
     /// refused before the database is touched; refused requests spend no budget. The caller
     /// records the outcome ([`verification_outcome`]) with the time it took.
-    pub fn verify(&self, presented: &str, required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
+    pub fn verify(&self, presented: &[u8], required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
+        self.verify_with(presented, required, now_ms, |entry, rate| Principal {
+            user: Arc::clone(&entry.user),
+            key: Arc::clone(&entry.key),
+            rate,
+        })
+    }
+
+    /// [`Service::verify`] for forward-auth, which needs only the key's identity: the records
+    /// themselves are not touched on a remembered key (see `memo`).
+    pub fn verify_identity(&self, presented: &[u8], required: &[&str], now_ms: u64) -> Result<Verified, VerifyError> {
+        self.verify_with(presented, required, now_ms, |entry, rate| Verified { identity: entry.identity.clone(), rate })
+    }
+
+    fn verify_with<T>(
+        &self,
+        presented: &[u8],
+        required: &[&str],
+        now_ms: u64,
+        verified: impl FnOnce(&Entry, Option<Decision>) -> T,
+    ) -> Result<T, VerifyError> {
         let now = Timestamp::from_millis(now_ms);
         // Read before any lookup: see `memo`.
         let generation = self.store.generation();
@@ -170,44 +231,49 @@ impl Service {
             let entry = match remembered.as_ref().and_then(|hash| memo.get_mut(hash)) {
                 Some(entry) => entry,
                 None => {
-                    let token = Token::parse(presented).map_err(|_| VerifyError::Invalid)?;
+                    let token = std::str::from_utf8(presented)
+                        .ok()
+                        .and_then(|presented| Token::parse(presented).ok())
+                        .ok_or(VerifyError::Invalid)?;
                     let hash = remembered.unwrap_or_else(|| token.hash());
                     let (key, user) = self.store.key_and_owner(&hash)?.ok_or(VerifyError::Invalid)?;
                     let limit =
                         if key.rate_limit.is_unlimited() { None } else { Some(self.limiter.slot_of(&key, now_ms)?) };
                     let usage = self.limiter.usage_of(&key.id);
-                    memo.remember(hash, Entry { key: Arc::new(key), user: Arc::new(user), limit, usage })
+                    memo.remember(hash, Entry::new(key, user, limit, usage))
                 }
             };
-            let key = &entry.key;
-            key.authorize(entry.user.is_disabled(), required, now)
-                .map_err(|denial| VerifyError::Denied { key: Arc::clone(key), denial })?;
+            // From the entry's copies: the records are read only to report a refusal.
+            entry
+                .access
+                .authorize(entry.owner_disabled, required, now)
+                .map_err(|denial| VerifyError::Denied { key: Arc::clone(&entry.key), denial })?;
             let rate = match &mut entry.limit {
-                Some(slot) => Some(self.limiter.take(slot, key, now_ms)?),
+                Some(slot) => Some(self.limiter.take(slot, entry.rate_limit, &entry.key, now_ms)?),
                 None => None,
             };
             if let Some(decision) = rate.filter(|d| !d.allowed) {
-                return Err(VerifyError::RateLimited { key: Arc::clone(key), decision: Box::new(decision) });
+                return Err(VerifyError::RateLimited { key: Arc::clone(&entry.key), decision: Box::new(decision) });
             }
-            self.limiter.count_use(&mut entry.usage, &key.id, now_ms);
-            Ok(Principal { user: Arc::clone(&entry.user), key: Arc::clone(key), rate })
+            self.limiter.count_use(&mut entry.usage, &entry.key.id, now_ms);
+            Ok(verified(entry, rate))
         })
     }
 }
 
-/// How a verification ended, as the metrics count it.
-pub fn verification_outcome(verdict: &Result<Principal, VerifyError>) -> Outcome {
-    match verdict {
-        Ok(_) => Outcome::Ok,
-        Err(VerifyError::Invalid) => Outcome::Invalid,
-        Err(VerifyError::Denied { denial, .. }) => match denial {
+/// How a verification ended, as the metrics count it: by its error, if it failed.
+pub fn verification_outcome(error: Option<&VerifyError>) -> Outcome {
+    match error {
+        None => Outcome::Ok,
+        Some(VerifyError::Invalid) => Outcome::Invalid,
+        Some(VerifyError::Denied { denial, .. }) => match denial {
             Denial::Revoked => Outcome::Revoked,
             Denial::Expired => Outcome::Expired,
             Denial::UserDisabled => Outcome::UserDisabled,
             Denial::InsufficientScope { .. } => Outcome::InsufficientScope,
         },
-        Err(VerifyError::RateLimited { .. }) => Outcome::RateLimited,
-        Err(VerifyError::Store(_)) => Outcome::Error,
+        Some(VerifyError::RateLimited { .. }) => Outcome::RateLimited,
+        Some(VerifyError::Store(_)) => Outcome::Error,
     }
 }
 
@@ -244,25 +310,74 @@ mod tests {
 
         let limited = service.create_key(&alice.id, spec("limited"), None, Actor::Cli, now).unwrap();
         let secret = limited.token.expose_secret();
-        assert!(service.verify(secret, &[], now_ms).unwrap().rate.is_none(), "unlimited at first");
+        assert!(service.verify(secret.as_bytes(), &[], now_ms).unwrap().rate.is_none(), "unlimited at first");
         let patch = KeyPatch { name: None, rate_limit: Some(RateLimit::new(Some(1), None).unwrap()) };
         service.update_key(&alice.id, limited.key.id.as_str(), patch, Actor::Cli, now).unwrap();
-        assert!(service.verify(secret, &[], now_ms).unwrap().rate.is_some_and(|d| d.allowed), "the new limit applies");
-        assert_eq!(denial(service.verify(secret, &[], now_ms)), None, "and its one token is spent");
+        assert!(
+            service.verify(secret.as_bytes(), &[], now_ms).unwrap().rate.is_some_and(|d| d.allowed),
+            "the new limit applies"
+        );
+        assert_eq!(denial(service.verify(secret.as_bytes(), &[], now_ms)), None, "and its one token is spent");
 
         let revoked = service.create_key(&alice.id, spec("revoked"), None, Actor::Cli, now).unwrap();
         let secret = revoked.token.expose_secret();
-        service.verify(secret, &[], now_ms).unwrap();
+        service.verify(secret.as_bytes(), &[], now_ms).unwrap();
         service.revoke_key(&alice.id, revoked.key.id.as_str(), Actor::Cli, now).unwrap();
-        assert_eq!(denial(service.verify(secret, &[], now_ms)), Some(Denial::Revoked));
+        assert_eq!(denial(service.verify(secret.as_bytes(), &[], now_ms)), Some(Denial::Revoked));
 
         let kept = service.create_key(&alice.id, spec("kept"), None, Actor::Cli, now).unwrap();
         let secret = kept.token.expose_secret();
-        service.verify(secret, &[], now_ms).unwrap();
+        service.verify(secret.as_bytes(), &[], now_ms).unwrap();
         service.set_disabled("alice", true, Actor::Cli, now).unwrap();
-        assert_eq!(denial(service.verify(secret, &[], now_ms)), Some(Denial::UserDisabled));
+        assert_eq!(denial(service.verify(secret.as_bytes(), &[], now_ms)), Some(Denial::UserDisabled));
         service.set_disabled("alice", false, Actor::Cli, now).unwrap();
-        assert!(service.verify(secret, &[], now_ms).is_ok());
+        assert!(service.verify(secret.as_bytes(), &[], now_ms).is_ok());
+    }
+
+    #[test]
+    fn an_identity_is_the_key_id_the_username_and_the_scopes() {
+        let user = crate::domain::fixtures::user("alice");
+        let mut key = crate::domain::fixtures::key(&user.id, RateLimit::UNLIMITED);
+        let identity = Identity::new(&key, &user);
+        assert_eq!((identity.key_id(), identity.username(), identity.scopes()), (key.id.as_str(), "alice", ""));
+        key.scopes = Scopes::parse(&["keys:write", "keys:read"]).unwrap();
+        let identity = Identity::new(&key, &user);
+        assert_eq!(identity.key_id(), key.id.as_str());
+        assert_eq!(identity.username(), "alice");
+        assert_eq!(identity.scopes(), key.scopes.joined());
+        assert!(identity.scopes().contains("keys:read") && identity.scopes().contains("keys:write"));
+    }
+
+    /// The limiter's flush changes nothing a verification decides on, so the memo of
+    /// verified keys survives it (instead of every key in use being read from the store again
+    /// after every flush), and a change after the flush is still seen at once.
+    #[test]
+    fn a_flush_keeps_the_memo_and_a_change_after_it_is_still_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service::new(Store::open(&dir.path().join("data.redb")).unwrap(), ServiceSettings::default());
+        let now = Timestamp::from_unix(1_700_000_000);
+        let now_ms = 1_700_000_000_000;
+        let alice = service.add_user("alice", "correct horse battery", false, Actor::Cli, now).unwrap();
+        let limited = KeySpec { rate_limit: RateLimit::new(Some(10), None).unwrap(), ..spec("limited") };
+        let made = service.create_key(&alice.id, limited, None, Actor::Cli, now).unwrap();
+        let secret = made.token.expose_secret().as_bytes();
+
+        let generation = service.store().generation();
+        let verified = service.verify_identity(secret, &[], now_ms).unwrap();
+        assert_eq!(verified.identity.key_id(), made.key.id.as_str());
+        assert_eq!(verified.identity.username(), "alice");
+        let stats = service.limiter().flush(now_ms).unwrap();
+        assert_eq!((stats.buckets, stats.keys_used), (1, 1), "the flush wrote levels and usage");
+        assert_eq!(service.store().generation(), generation, "and left the memo valid");
+        let shown = service.key_of(&alice.id, made.key.id.as_str()).unwrap();
+        assert_eq!(shown.request_count, 1, "while the store has the new usage");
+
+        service.revoke_key(&alice.id, made.key.id.as_str(), Actor::Cli, now).unwrap();
+        assert_ne!(service.store().generation(), generation);
+        assert!(matches!(
+            service.verify_identity(secret, &[], now_ms),
+            Err(VerifyError::Denied { denial: Denial::Revoked, .. })
+        ));
     }
 
     /// The audit trail is part of every change: when the event cannot be written, the change

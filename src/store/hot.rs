@@ -10,10 +10,11 @@
 //! a refresh ever fails, the view is dropped and lookups fall back to a fresh transaction
 //! each, so a stale view is never served.
 //!
-//! Every installed view, failed or not, gets a new [`generation`](Hot::generation), unique
-//! in the process (across stores too). Whatever a caller remembers from lookups (the
-//! service memoises decoded keys per thread) stays valid exactly while the generation it
-//! read *before* those lookups is still current.
+//! Every installed view gets a new [`generation`](Hot::generation), unique in the process
+//! (across stores too), unless its commit changed nothing a verification decides on (the
+//! limiter's write-behind of bucket levels and usage counters) and it was installed. Whatever
+//! a caller decides from lookups (the service memoises decoded keys per thread) stays valid
+//! exactly while the generation it read *before* those lookups is still current.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -22,6 +23,14 @@ use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase};
 
 use super::{KEY_HASHES, KEYS, StoreError, USERS, decode};
 use crate::domain::{Key, KeyHash, User};
+
+/// Whether a commit changed anything a verification decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verification {
+    Changes,
+    /// Bucket levels and usage counters only: see [`Store::write_usage`](super::Store::write_usage).
+    Unchanged,
+}
 
 /// The source of generations, shared by every store in the process so that a generation
 /// names one view of one store.
@@ -80,7 +89,7 @@ impl Default for Hot {
 }
 
 impl Hot {
-    pub(super) fn refresh(&self, db: &Database) {
+    pub(super) fn refresh(&self, db: &Database, verification: Verification) {
         let view = match HotView::open(db) {
             Ok(view) => Some(Arc::new(view)),
             Err(err) => {
@@ -88,10 +97,13 @@ impl Hot {
                 None
             }
         };
+        let failed = view.is_none();
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = view;
-        // After the view is in place: whoever reads this generation then looks up in a view
-        // at least this new.
-        self.generation.store(GENERATIONS.fetch_add(1, Ordering::Relaxed), Ordering::Release);
+        if verification == Verification::Changes || failed {
+            // After the view is in place: whoever reads this generation then looks up in a
+            // view at least this new.
+            self.generation.store(GENERATIONS.fetch_add(1, Ordering::Relaxed), Ordering::Release);
+        }
     }
 
     /// The generation of the current view. Read it before looking up.

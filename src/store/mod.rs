@@ -69,6 +69,7 @@ use redb::{
 use crate::domain::ratelimit::Buckets;
 use crate::domain::session::Session;
 use crate::domain::{AuditEvent, Key, KeyHash, KeyId, Timestamp, User, UserId, Username};
+use hot::Verification;
 
 /// The schema this binary writes. Bump it when a table or record layout changes, and add a
 /// step to [`migrate`].
@@ -179,7 +180,7 @@ impl Store {
     fn from_database(db: Database, path: &Path) -> Result<Store, StoreError> {
         let store = Store { hot: hot::Hot::default(), db, path: path.to_owned(), writer: std::sync::Mutex::new(()) };
         store.prepare_schema()?;
-        store.hot.refresh(&store.db);
+        store.hot.refresh(&store.db, Verification::Changes);
         Ok(store)
     }
 
@@ -205,6 +206,28 @@ impl Store {
     /// returns `Ok`. When `change` fails nothing is written; when the commit itself fails on
     /// the disk, see "I/O errors" above.
     pub fn write<T, E: From<StoreError>>(&self, change: impl FnOnce(&mut WriteTxn) -> Result<T, E>) -> Result<T, E> {
+        self.commit(change, Verification::Changes)
+    }
+
+    /// [`Store::write`] for the limiter's write-behind, which writes bucket levels and adds
+    /// usage (`request_count`, `last_used_at`) to key records, and nothing else: nothing a
+    /// verification decides on. The verification view is refreshed as after any commit, but
+    /// the [generation](Store::generation) stays, so what callers derived from lookups (the
+    /// per-thread memo of verified keys) stays too, instead of being rebuilt after every
+    /// flush: on a busy server, once per `flush_interval_ms` for every key in use. What it
+    /// derived still shows the usage of when it was made; show usage from a fresh read.
+    pub fn write_usage<T, E: From<StoreError>>(
+        &self,
+        change: impl FnOnce(&mut WriteTxn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.commit(change, Verification::Unchanged)
+    }
+
+    fn commit<T, E: From<StoreError>>(
+        &self,
+        change: impl FnOnce(&mut WriteTxn) -> Result<T, E>,
+        verification: Verification,
+    ) -> Result<T, E> {
         // redb allows one write transaction at a time anyway, so this lock costs nothing
         // extra; it only extends that exclusion over the view refresh.
         let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -223,7 +246,7 @@ impl Store {
             }
             return Err(err.into());
         }
-        self.hot.refresh(&self.db);
+        self.hot.refresh(&self.db, verification);
         Ok(value)
     }
 
@@ -233,8 +256,9 @@ impl Store {
         self.hot.key_and_owner(&self.db, hash)
     }
 
-    /// Names the state [`Store::key_and_owner`] answers from; every commit changes it, and no
-    /// other store or state ever has the same. What a caller derived from lookups made after
+    /// Names the state [`Store::key_and_owner`] answers from, as far as a verification
+    /// decides on it; every commit but [`Store::write_usage`]'s changes it, and no other
+    /// store or state ever has the same. What a caller derived from lookups made after
     /// reading generation `g` is current for as long as this still returns `g`.
     pub fn generation(&self) -> u64 {
         self.hot.generation()

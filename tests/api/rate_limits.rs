@@ -178,6 +178,31 @@ fn an_exhausted_key_stays_429_after_a_crash_once_a_flush_interval_has_passed() {
 }
 
 #[test]
+fn me_shows_the_usage_of_the_latest_flush() {
+    // The server's memo of verified keys outlives the limiter's flushes, which change nothing
+    // a verification decides on; /v1/me must still show the counters they wrote.
+    let dir = TestDir::new();
+    dir.add_user("alice");
+    let root = dir.issue_key("alice", &["keys:read", "keys:write"]);
+    let server = dir.start_with(&[], &[("IBLUEPRINT_FLUSH_INTERVAL_MS", "50")]);
+    let (_, secret) = server.create_key(&root, json!({"name": "counted"}));
+    for _ in 0..3 {
+        assert_eq!(server.get("/v1/auth", Some(&secret)).status(), 200);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let me: Value = server.get("/v1/me", Some(&secret)).json().unwrap();
+        // Every /v1/me is a use too, so the count only grows.
+        if me["key"]["request_count"].as_u64().is_some_and(|count| count >= 3) {
+            assert!(me["key"]["last_used_at"].is_string(), "{me}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "usage never reached /v1/me: {me}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
 fn usage_counts_reach_the_key_after_a_clean_shutdown() {
     let f = alice();
     let (key, secret) = f.server.create_key(&f.root_key, json!({"name": "counted"}));

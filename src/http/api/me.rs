@@ -1,7 +1,7 @@
 //! `/v1/health`, `/v1/me` and `/v1/auth` (forward-auth for nginx, Caddy and Traefik).
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -9,8 +9,10 @@ use super::openapi::{Authenticated as AuthProblems, BadRequest, ForwardAuthPasse
 use super::views::{KeyView, ScopeSchema, UserView};
 use crate::domain::Scope;
 use crate::domain::token::redact;
-use crate::http::auth::{AnyScope, Authenticated, authenticate};
+use crate::http::auth::{AnyScope, Authenticated, authenticate, authenticate_identity};
 use crate::http::error::ApiError;
+use crate::http::rate_headers;
+use crate::service::Service;
 
 /// The server is up.
 #[derive(Serialize, ToSchema)]
@@ -49,10 +51,13 @@ pub struct Me {
     responses((status = 200, description = "The calling key and its user", body = Me), AuthProblems),
     security(("bearer" = [])),
 )]
-pub async fn me(auth: Authenticated<AnyScope>) -> HttpResponse {
+pub async fn me(auth: Authenticated<AnyScope>, service: web::Data<Service>) -> Result<HttpResponse, ApiError> {
     let principal = auth.principal;
-    HttpResponse::Ok()
-        .json(Me { user: UserView::from(&*principal.user), key: KeyView::new(&principal.key, crate::clock::now()) })
+    // Read afresh for its usage counters, which the verified record may predate (see
+    // `Store::write_usage`).
+    let key = service.key_of(&principal.user.id, principal.key.id.as_str())?;
+    Ok(HttpResponse::Ok()
+        .json(Me { user: UserView::from(&*principal.user), key: KeyView::new(&key, crate::clock::now()) }))
 }
 
 /// Any method. `?scope=a&scope=b` names scopes the key must hold. On success: 200, an empty
@@ -82,18 +87,18 @@ pub async fn forward_auth(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         }
     };
     let required: Vec<&str> = required.iter().map(Scope::as_str).collect();
-    let principal = authenticate(&req, &required)?;
+    let verified = authenticate_identity(&req, &required)?;
     let mut response = HttpResponse::Ok().finish();
+    if let Some(decision) = &verified.rate {
+        rate_headers::insert(response.headers_mut(), decision);
+    }
     // Names parsed once, values checked by `HeaderValue` (ids, usernames and scopes are
     // printable ASCII by construction, so a failure here is a bug, answered as a 500).
-    let identity = [
-        (&KEY_ID, HeaderValue::from_str(principal.key.id.as_str())),
-        (&USER, HeaderValue::from_str(principal.user.username.as_str())),
-        (&SCOPES, HeaderValue::try_from(principal.key.scopes.joined())),
-    ];
+    let identity = &verified.identity;
     let headers = response.headers_mut();
-    for (name, value) in identity {
-        let value = value.map_err(|e| ApiError::unexpected(anyhow::anyhow!("identity header {name}: {e}")))?;
+    for (name, value) in [(&KEY_ID, identity.key_id()), (&USER, identity.username()), (&SCOPES, identity.scopes())] {
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| ApiError::unexpected(anyhow::anyhow!("identity header {name}: {e}")))?;
         headers.insert(name.clone(), value);
     }
     Ok(response)

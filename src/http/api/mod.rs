@@ -59,16 +59,17 @@ static ENDPOINTS: LazyLock<Vec<Endpoint>> = LazyLock::new(|| {
     ]
 });
 
+/// Registers every endpoint at its full path. Not in a `/v1` scope: a scope is one more
+/// router and service layer on every request, and everything it would add is done already
+/// (`Cache-Control: no-store` on the way out, by `finish`; a 404 problem for an unknown path,
+/// by the app's default service).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // Every response here also gets `Cache-Control: no-store` on its way out (`finish`).
-    let mut scope = web::scope(PREFIX);
     for endpoint in ENDPOINTS.iter() {
-        scope = scope.service(endpoint.resource());
+        cfg.service(endpoint.resource());
     }
-    cfg.service(scope.default_service(web::to(not_found)));
 }
 
-/// One resource: its name, its path under [`PREFIX`], and what it serves.
+/// One resource: its name, its path (under [`PREFIX`]), and what it serves.
 struct Endpoint {
     name: &'static str,
     tag: &'static str,
@@ -114,10 +115,7 @@ impl Endpoint {
             operations.iter().all(|op| op.path == path),
             "the operations of endpoint {name} are documented at different paths"
         );
-        let path = path
-            .strip_prefix(PREFIX)
-            .unwrap_or_else(|| panic!("endpoint {name}: documented path {path} is not under {PREFIX}"))
-            .to_owned();
+        assert!(is_api_path(&path), "endpoint {name}: documented path {path} is not under {PREFIX}");
         let methods: Vec<&HttpMethod> = operations.iter().flat_map(|op| &op.methods).collect();
         let any = ALL_METHODS.iter().all(|m| methods.contains(&m));
         let allow = (!any).then(|| methods.iter().map(|m| method_of(m).to_string()).collect::<Vec<_>>().join(", "));
