@@ -181,14 +181,14 @@ fn benches(c: &mut Criterion) {
 
     let limiter = warm_limiter(&store, &both_keys);
     let now = iblueprint::clock::now_millis();
-    let mut slots: Vec<_> = both_keys.iter().map(|key| limiter.slot_of(key, now).expect("slot")).collect();
+    let mut slots: Vec<_> = both_keys.iter().map(|key| limiter.slot_of(&key.limit_id, now).expect("slot")).collect();
     let mut i = 0;
     g.bench_function("iblueprint_1000_keys_held_slots", |b| {
         b.iter(|| {
             i = (i + 1) % both_keys.len();
             black_box(
                 limiter
-                    .take(&mut slots[i], both_keys[i].rate_limit, black_box(&both_keys[i]), now)
+                    .take(&mut slots[i], both_keys[i].rate_limit, black_box(&both_keys[i].limit_id), now)
                     .expect("take")
                     .allowed,
             )
@@ -199,7 +199,7 @@ fn benches(c: &mut Criterion) {
         both_keys
             .iter()
             .zip(&mut slots)
-            .all(|(key, slot)| limiter.take(slot, key.rate_limit, key, now).expect("take").allowed),
+            .all(|(key, slot)| limiter.take(slot, key.rate_limit, &key.limit_id, now).expect("take").allowed),
         "iblueprint_1000_keys_held_slots: a check was refused"
     );
 

@@ -29,13 +29,14 @@
 //!   postcard), schema version, and what is durable when.
 //! - [`service`]: the use cases over store + domain: verify, create/list/update/rotate/revoke
 //!   keys, add/disable users. Ownership checks, scope ceilings, key limits, audit events.
-//!   Verification remembers the keys it verified per worker thread, for as long as no
-//!   commit has happened since (the store's generation), so the hot path writes nothing
-//!   that another worker reads.
+//!   Verification remembers the keys it verified per worker thread, with copies of what it
+//!   reads from them, for as long as no commit has changed what it decides on (the store's
+//!   generation), so the hot path writes nothing that another worker reads (but the key's own
+//!   rate-limit and usage slots) and, for a known key, reads no record.
 //! - [`http`]: the only module that imports actix-web. Routes and their OpenAPI document
 //!   (one table, [`http::api`]), the `Authenticated<Scope>` extractor, JSON bodies, RFC 9457
 //!   problems, the settings pages, the one middleware every response passes (rate headers,
-//!   request metrics, the request log), the hardening knobs ([`http::limits`]), TLS, and the
+//!   `Cache-Control` under `/v1`, HSTS over TLS, request metrics, the request log), the hardening knobs ([`http::limits`]), TLS, and the
 //!   metrics listener.
 //! - [`config`]: settings from flags, `IBLUEPRINT_*` variables, a TOML file and defaults.
 //! - [`cli`], [`serve`], [`admin`]: the command line, `serve`, and offline `users …`.

@@ -133,13 +133,13 @@ impl Limiter {
     /// Takes a token from each of the key's buckets, or refuses and takes none. Looks the
     /// slot up each time; the hot path keeps it instead ([`Limiter::take`]).
     pub fn check(&self, key: &Key, now_ms: u64) -> Result<Decision, StoreError> {
-        let mut slot = self.slot_of(key, now_ms)?;
-        self.take(&mut slot, key.rate_limit, key, now_ms)
+        let mut slot = self.slot_of(&key.limit_id, now_ms)?;
+        self.take(&mut slot, key.rate_limit, &key.limit_id, now_ms)
     }
 
-    /// The live slot of `key`'s limit, loaded from the store on its first use since start.
-    pub fn slot_of(&self, key: &Key, now_ms: u64) -> Result<Arc<LimitSlot>, StoreError> {
-        let id = &key.limit_id;
+    /// The live slot of the limit `id` (a key's `limit_id`), loaded from the store on its
+    /// first use since start.
+    pub fn slot_of(&self, id: &KeyId, now_ms: u64) -> Result<Arc<LimitSlot>, StoreError> {
         loop {
             if let Some(slot) = self.buckets.shard(id).get(id) {
                 return Ok(Arc::clone(slot));
@@ -179,14 +179,13 @@ impl Limiter {
         slot
     }
 
-    /// [`Limiter::check`] on a slot the caller kept, replacing it if it was evicted. `limit`
-    /// is `key.rate_limit`, passed apart so that the caller may keep a copy at hand: `key` is
-    /// read only to replace an evicted slot.
+    /// [`Limiter::check`] on a slot the caller kept (of the limit `id`, `limit`), replacing it
+    /// if it was evicted.
     pub fn take(
         &self,
         slot: &mut Arc<LimitSlot>,
         limit: RateLimit,
-        key: &Key,
+        id: &KeyId,
         now_ms: u64,
     ) -> Result<Decision, StoreError> {
         loop {
@@ -202,7 +201,7 @@ impl Limiter {
                     return Ok(decision);
                 }
             }
-            *slot = self.slot_of(key, now_ms)?;
+            *slot = self.slot_of(id, now_ms)?;
         }
     }
 
@@ -254,15 +253,10 @@ impl Limiter {
         }
         let mut stats = FlushStats { buckets: dirty.len(), keys_used: used.len(), evicted: 0 };
         if !dirty.is_empty() || !used.is_empty() {
-            let written = self.store.write_usage(|tx| {
-                for (id, _, buckets) in &dirty {
-                    tx.put_buckets(id, buckets)?;
-                }
-                for (id, _, usage) in &used {
-                    tx.add_usage(id, usage.requests, Timestamp::from_millis(usage.last_used_ms))?;
-                }
-                Ok::<_, StoreError>(())
-            });
+            let written = self.store.write_usage(
+                dirty.iter().map(|(id, _, buckets)| (id, buckets)),
+                used.iter().map(|(id, _, usage)| (id, usage.requests, Timestamp::from_millis(usage.last_used_ms))),
+            );
             if let Err(err) = written {
                 // Nothing is evicted before this point, so every slot taken from is still live.
                 for (_, slot, _) in &dirty {
@@ -429,20 +423,20 @@ mod tests {
         let limit = RateLimit::new(Some(2), None).unwrap();
         let (_dir, store, key) = setup(limit);
         let limiter = Limiter::new(Arc::clone(&store), Arc::default());
-        let mut slot = limiter.slot_of(&key, 0).unwrap();
+        let mut slot = limiter.slot_of(&key.limit_id, 0).unwrap();
         let mut usage = limiter.usage_of(&key.id);
-        assert!(limiter.take(&mut slot, key.rate_limit, &key, 0).unwrap().allowed);
+        assert!(limiter.take(&mut slot, key.rate_limit, &key.limit_id, 0).unwrap().allowed);
         limiter.count_use(&mut usage, &key.id, 0);
         assert_eq!(limiter.flush(0).unwrap(), FlushStats { buckets: 1, keys_used: 1, evicted: 0 });
         assert_eq!(limiter.flush(IDLE_EVICT_MS).unwrap().evicted, 1);
         // Both handles point at evicted slots now; using them reaches the live state: the
         // bucket reloads with its saved level (1 left, plus a quarter hour's refill of 0.5).
         let (stale_slot, stale_usage) = (Arc::clone(&slot), Arc::clone(&usage));
-        assert!(limiter.take(&mut slot, key.rate_limit, &key, IDLE_EVICT_MS).unwrap().allowed);
+        assert!(limiter.take(&mut slot, key.rate_limit, &key.limit_id, IDLE_EVICT_MS).unwrap().allowed);
         assert!(!Arc::ptr_eq(&slot, &stale_slot), "the evicted slot was replaced");
         let mut stale_slot = stale_slot;
         assert!(
-            !limiter.take(&mut stale_slot, key.rate_limit, &key, IDLE_EVICT_MS).unwrap().allowed,
+            !limiter.take(&mut stale_slot, key.rate_limit, &key.limit_id, IDLE_EVICT_MS).unwrap().allowed,
             "no budget from a dead copy"
         );
         let mut stale_usage = stale_usage;

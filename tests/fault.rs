@@ -406,22 +406,19 @@ fn a_fault_during_the_rate_limit_flush_keeps_the_server_up_and_limits_enforced()
     let persisted = |service: &Service| service.store().read().expect("read").key(&key_id).expect("key").expect("k");
     assert_eq!(persisted(server.service()).request_count, 4);
 
-    // From here on, verification is probed with forward-auth, which needs nothing but the
-    // key: `/v1/me` also reads the key record afresh, and after the I/O error redb refuses
-    // every read of the file (see below).
     switch.arm(0);
     for _ in 0..3 {
-        assert_eq!(server.get("/v1/auth", &secret).status(), 200, "verification during the fault");
+        assert_eq!(server.get("/v1/me", &secret).status(), 200, "verification during the fault");
     }
     let failed = server.service().limiter().flush(iblueprint::clock::now_millis());
     assert!(failed.as_ref().is_err_and(|e| e.is_unavailable()), "the flush must fail on the disk: {failed:?}");
     // The server is up, and the budget spent since the last good flush is still enforced
     // from memory: 10 per hour, 7 used, so 3 more and then 429.
     for n in 0..3 {
-        let response = server.get("/v1/auth", &secret);
+        let response = server.get("/v1/me", &secret);
         assert_eq!(response.status(), 200, "request {} of 10 after a failed flush", 8 + n);
     }
-    assert_problem(server.get("/v1/auth", &secret), 429, "rate_limited");
+    assert_problem(server.get("/v1/me", &secret), 429, "rate_limited");
     // A second flush still fails (redb refuses writes after an I/O error) and still crashes nothing.
     assert!(server.service().limiter().flush(iblueprint::clock::now_millis()).is_err());
     // After an I/O error redb refuses every further access to the file, reads included: a

@@ -1,6 +1,7 @@
-//! `RateLimit-Policy` and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers), which
-//! [`super::finish`] puts on every response to a request whose key has limits, whatever the
-//! handler answered.
+//! `RateLimit-Policy` and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers), on
+//! every response to a request whose key has limits, whatever the handler answered:
+//! [`super::finish`] puts them on, except on a passed forward-auth check, whose handler
+//! does (see `auth::authenticate_identity`).
 //!
 //! ```text
 //! RateLimit-Policy: "hour";q=100;w=3600, "day";q=1000;w=86400
@@ -55,7 +56,7 @@ fn state(decision: &Decision) -> Rendered {
 }
 
 /// The longest value: two windows, each `"hour";r=<20 digits>;t=<20 digits>`, and `, `.
-const RENDERED_MAX: usize = 2 * (b"\"hour\";".len() + 2 * (b";r=".len() + 20)) + b", ".len();
+const RENDERED_MAX: usize = 2 * (b"\"hour\";r=".len() + 20 + b";t=".len() + 20) + b", ".len();
 
 /// `"hour";a=1;b=2, "day";a=3;b=4`: the hour window first, then the day, each with two
 /// parameters. Written into a buffer on the stack, byte by byte: this runs on every limited

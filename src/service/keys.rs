@@ -71,6 +71,13 @@ impl Service {
     }
 
     /// One of `owner`'s keys. Any other id, well-formed or not, is `NotFound`.
+    /// `key` as it is stored now, through the verification view (which every commit
+    /// refreshes, flushes included, so its usage counters are those of the last flush). For
+    /// showing a verified key's usage, which the record a verification returns may predate.
+    pub fn current_key(&self, key: &Key) -> Result<Key, ServiceError> {
+        self.store.key_and_owner(&key.hash)?.map(|(key, _)| key).ok_or(ServiceError::NotFound)
+    }
+
     pub fn key_of(&self, owner: &UserId, id: &str) -> Result<Key, ServiceError> {
         let id = KeyId::parse(id).ok_or(ServiceError::NotFound)?;
         owned_key(&self.store.read()?, owner, &id)

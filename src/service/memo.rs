@@ -1,5 +1,6 @@
-//! Each worker thread's memo of the keys it verified: the decoded key and owner, and the
-//! handles of the key's rate-limit and usage slots, by token hash.
+//! Each worker thread's memo of the keys it verified, by token hash: the decoded key and
+//! owner, copies of what a verification reads from them, and the handles of the key's
+//! rate-limit and usage slots.
 //!
 //! Why per thread: on a busy server every request verifies a key, and anything that all
 //! workers write (a lock, a reference count, a shared map) moves its cache line between
@@ -8,10 +9,12 @@
 //!
 //! Why it is never stale: an entry is used only while the store's
 //! [`generation`](crate::store::Store::generation) is the one read before the entry's
-//! lookup. Every commit (a revocation, a disabled user, a changed limit) changes the
-//! generation before it returns, so the next verification on every thread drops its whole
-//! memo and looks up afresh. The rate-limit slot handles are safe to keep across a flush
-//! too: the limiter redirects a handle whose slot it evicted (see [`crate::limiter`]).
+//! lookup. Every commit that changes what a verification decides on (a revocation, a
+//! disabled user, a changed limit: every commit but the limiter's write-behind of levels and
+//! usage, [`Store::write_usage`](crate::store::Store::write_usage)) changes the generation
+//! before it returns, so the next verification on every thread drops its whole memo and
+//! looks up afresh. The rate-limit slot handles are safe to keep across a flush too: the
+//! limiter redirects a handle whose slot it evicted (see [`crate::limiter`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -39,23 +42,22 @@ pub(super) struct Entry {
     pub user: Arc<User>,
     pub access: Access,
     pub owner_disabled: bool,
-    pub rate_limit: RateLimit,
     pub identity: Identity,
-    /// `None` for a key without limits.
-    pub limit: Option<Arc<LimitSlot>>,
+    /// The key's limits and the slot of their buckets; `None` for a key without limits.
+    pub limit: Option<(RateLimit, Arc<LimitSlot>)>,
     pub usage: Arc<UsageSlot>,
 }
 
 impl Entry {
-    pub(super) fn new(key: Key, user: User, limit: Option<Arc<LimitSlot>>, usage: Arc<UsageSlot>) -> Self {
+    /// `limit_slot`: the slot of `key`'s limits, `None` for a key without any.
+    pub(super) fn new(key: Key, user: User, limit_slot: Option<Arc<LimitSlot>>, usage: Arc<UsageSlot>) -> Self {
         Entry {
             access: key.access(),
             owner_disabled: user.is_disabled(),
-            rate_limit: key.rate_limit,
             identity: Identity::new(&key, &user),
+            limit: limit_slot.map(|slot| (key.rate_limit, slot)),
             key: Arc::new(key),
             user: Arc::new(user),
-            limit,
             usage,
         }
     }

@@ -45,7 +45,9 @@ impl Default for ServiceSettings {
 }
 
 /// A verified caller: the key that was presented, the user who owns it, and where the
-/// key's rate limits stand after this request (`None` for a key without limits).
+/// key's rate limits stand after this request (`None` for a key without limits). The key's
+/// usage counters (`request_count`, `last_used_at`) may be older than the last flush: show
+/// them from [`Service::current_key`].
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user: Arc<User>,
@@ -198,10 +200,11 @@ impl Service {
     }
 
     /// The check behind every authenticated request: hash, look up (in this thread's memo of
-    /// keys verified since the last commit, else parse and read the store), authorize, then
-    /// take a token from the key's rate-limit buckets and count the use. Malformed tokens are
-    /// refused before the database is touched; refused requests spend no budget. The caller
-    /// records the outcome ([`verification_outcome`]) with the time it took.
+    /// keys verified since the last commit that changed a verification, else parse and read
+    /// the store), authorize, then take a token from the key's rate-limit buckets and count
+    /// the use. Malformed tokens are refused before the database is touched; refused requests
+    /// spend no budget. The caller records the outcome ([`verification_outcome`]) with the
+    /// time it took.
     pub fn verify(&self, presented: &[u8], required: &[&str], now_ms: u64) -> Result<Principal, VerifyError> {
         self.verify_with(presented, required, now_ms, |entry, rate| Principal {
             user: Arc::clone(&entry.user),
@@ -237,10 +240,13 @@ impl Service {
                         .ok_or(VerifyError::Invalid)?;
                     let hash = remembered.unwrap_or_else(|| token.hash());
                     let (key, user) = self.store.key_and_owner(&hash)?.ok_or(VerifyError::Invalid)?;
-                    let limit =
-                        if key.rate_limit.is_unlimited() { None } else { Some(self.limiter.slot_of(&key, now_ms)?) };
+                    let limit_slot = if key.rate_limit.is_unlimited() {
+                        None
+                    } else {
+                        Some(self.limiter.slot_of(&key.limit_id, now_ms)?)
+                    };
                     let usage = self.limiter.usage_of(&key.id);
-                    memo.remember(hash, Entry::new(key, user, limit, usage))
+                    memo.remember(hash, Entry::new(key, user, limit_slot, usage))
                 }
             };
             // From the entry's copies: the records are read only to report a refusal.
@@ -249,7 +255,7 @@ impl Service {
                 .authorize(entry.owner_disabled, required, now)
                 .map_err(|denial| VerifyError::Denied { key: Arc::clone(&entry.key), denial })?;
             let rate = match &mut entry.limit {
-                Some(slot) => Some(self.limiter.take(slot, entry.rate_limit, &entry.key, now_ms)?),
+                Some((limit, slot)) => Some(self.limiter.take(slot, *limit, &entry.key.limit_id, now_ms)?),
                 None => None,
             };
             if let Some(decision) = rate.filter(|d| !d.allowed) {

@@ -10,11 +10,12 @@
 //! a refresh ever fails, the view is dropped and lookups fall back to a fresh transaction
 //! each, so a stale view is never served.
 //!
-//! Every installed view gets a new [`generation`](Hot::generation), unique in the process
-//! (across stores too), unless its commit changed nothing a verification decides on (the
-//! limiter's write-behind of bucket levels and usage counters) and it was installed. Whatever
-//! a caller decides from lookups (the service memoises decoded keys per thread) stays valid
-//! exactly while the generation it read *before* those lookups is still current.
+//! Every refresh gives the store a new [`generation`](Hot::generation), unique in the
+//! process (across stores too), except a successful refresh after
+//! [`Store::write_usage`](super::Store::write_usage), whose commit changed nothing a
+//! verification decides on. Whatever a caller decides from lookups (the service memoises
+//! verified keys per thread) stays valid exactly while the generation it read *before*
+//! those lookups is still current.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

@@ -209,17 +209,28 @@ impl Store {
         self.commit(change, Verification::Changes)
     }
 
-    /// [`Store::write`] for the limiter's write-behind, which writes bucket levels and adds
-    /// usage (`request_count`, `last_used_at`) to key records, and nothing else: nothing a
-    /// verification decides on. The verification view is refreshed as after any commit, but
-    /// the [generation](Store::generation) stays, so what callers derived from lookups (the
-    /// per-thread memo of verified keys) stays too, instead of being rebuilt after every
-    /// flush: on a busy server, once per `flush_interval_ms` for every key in use. What it
-    /// derived still shows the usage of when it was made; show usage from a fresh read.
-    pub fn write_usage<T, E: From<StoreError>>(
+    /// The limiter's write-behind, in one transaction committed like [`Store::write`]'s:
+    /// bucket `levels` are saved, and `usage` (requests, last use) is added to key records.
+    /// That is all it can write, and none of it is anything a verification decides on, so
+    /// the verification view is refreshed as after any commit but the
+    /// [generation](Store::generation) stays: what callers derived from lookups (the
+    /// per-thread memo of verified keys) stays valid, instead of being rebuilt after every
+    /// flush, for every key in use. It still shows the usage counters of when it was made:
+    /// show them from a fresh read.
+    pub fn write_usage<'a>(
         &self,
-        change: impl FnOnce(&mut WriteTxn) -> Result<T, E>,
-    ) -> Result<T, E> {
+        levels: impl IntoIterator<Item = (&'a KeyId, &'a Buckets)>,
+        usage: impl IntoIterator<Item = (&'a KeyId, u64, Timestamp)>,
+    ) -> Result<(), StoreError> {
+        let change = |tx: &mut WriteTxn| {
+            for (id, buckets) in levels {
+                tx.put_buckets(id, buckets)?;
+            }
+            for (id, requests, last_used) in usage {
+                tx.add_usage(id, requests, last_used)?;
+            }
+            Ok::<_, StoreError>(())
+        };
         self.commit(change, Verification::Unchanged)
     }
 

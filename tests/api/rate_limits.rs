@@ -37,6 +37,33 @@ fn every_response_carries_exact_ratelimit_headers_and_a_429_has_retry_after() {
     assert_problem(refused, 429, "rate_limited");
 }
 
+/// Forward-auth sets the headers of a passed check itself, and leaves the key to the
+/// response middleware only for the log line, so it is checked with the request log off as
+/// well as on (every other test server logs at debug).
+#[test]
+fn forward_auth_carries_the_ratelimit_headers_with_the_request_log_on_and_off() {
+    for log in ["debug", "warn"] {
+        let dir = TestDir::new();
+        dir.add_user("alice");
+        let root = dir.issue_key("alice", &["keys:read", "keys:write"]);
+        let server = dir.start_with(&[], &[("RUST_LOG", log)]);
+        let (_, secret) = server.create_key(&root, json!({"name": "limited", "rate_limit": {"per_hour": 2}}));
+        let passed = server.get("/v1/auth", Some(&secret));
+        assert_eq!(passed.status(), 200, "{log}");
+        assert_eq!(header(&passed, "ratelimit-policy"), "\"hour\";q=2;w=3600", "{log}");
+        assert!(header(&passed, "ratelimit").starts_with("\"hour\";r=1;"), "{log}");
+        // A bad scope query is refused after the key was checked (and counted).
+        let refused = server.get("/v1/auth?scope=Not%20A%20Scope", Some(&secret));
+        assert!(header(&refused, "ratelimit").starts_with("\"hour\";r=0;"), "{log}");
+        assert_problem(refused, 400, "invalid_request");
+        let limited = server.get("/v1/auth", Some(&secret));
+        assert_eq!(header(&limited, "ratelimit-policy"), "\"hour\";q=2;w=3600", "{log}");
+        assert!(header(&limited, "ratelimit").starts_with("\"hour\";r=0;"), "{log}");
+        assert_eq!(header(&limited, "retry-after"), "1800", "{log}");
+        assert_problem(limited, 429, "rate_limited");
+    }
+}
+
 /// True when `state` equals `exact` except that each `t` may be one smaller.
 fn ratelimit_within_a_second(state: &str, exact: &str) -> bool {
     let nums = |s: &str| -> Vec<i64> {

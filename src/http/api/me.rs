@@ -53,9 +53,9 @@ pub struct Me {
 )]
 pub async fn me(auth: Authenticated<AnyScope>, service: web::Data<Service>) -> Result<HttpResponse, ApiError> {
     let principal = auth.principal;
-    // Read afresh for its usage counters, which the verified record may predate (see
+    // Read again for its usage counters, which the verified record may predate (see
     // `Store::write_usage`).
-    let key = service.key_of(&principal.user.id, principal.key.id.as_str())?;
+    let key = service.current_key(&principal.key)?;
     Ok(HttpResponse::Ok()
         .json(Me { user: UserView::from(&*principal.user), key: KeyView::new(&key, crate::clock::now()) }))
 }

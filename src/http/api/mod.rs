@@ -22,7 +22,7 @@ use utoipa::openapi::HttpMethod;
 
 use super::error::ApiError;
 
-/// The scope every route lives under; the paths in the annotations include it.
+/// The prefix of every route's path; the paths in the annotations include it.
 pub const PREFIX: &str = "/v1";
 
 /// Whether `path` is the API's: its responses describe keys, so none is for a shared cache.
