@@ -70,7 +70,6 @@ impl Service {
         Ok(KeyPage { keys, next_cursor })
     }
 
-    /// One of `owner`'s keys. Any other id, well-formed or not, is `NotFound`.
     /// `key` as it is stored now, through the verification view (which every commit
     /// refreshes, flushes included, so its usage counters are those of the last flush). For
     /// showing a verified key's usage, which the record a verification returns may predate.
@@ -78,6 +77,7 @@ impl Service {
         self.store.key_and_owner(&key.hash)?.map(|(key, _)| key).ok_or(ServiceError::NotFound)
     }
 
+    /// One of `owner`'s keys. Any other id, well-formed or not, is `NotFound`.
     pub fn key_of(&self, owner: &UserId, id: &str) -> Result<Key, ServiceError> {
         let id = KeyId::parse(id).ok_or(ServiceError::NotFound)?;
         owned_key(&self.store.read()?, owner, &id)
