@@ -17,7 +17,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use super::error::ApiError;
 use crate::domain::Scope;
 use crate::domain::ratelimit::Decision;
-use crate::service::{Principal, Service, Verified, VerifyError, verification_outcome};
+use crate::service::{Identity, Principal, Service, Verified, VerifyError, verification_outcome};
 
 /// The scopes a handler needs, as a type.
 pub trait ScopeRule {
@@ -50,9 +50,10 @@ pub struct Authenticated<S: ScopeRule> {
 
 /// The key a request presented, for the request log (which shows its public id, never the
 /// secret), and where its rate limits stand, for the `RateLimit` response headers (`None`:
-/// no limits, or the handler set them). One request extension for both.
+/// no limits, or the handler set them). One request extension for both; the identity is
+/// the verification memo's, shared, not copied.
 pub struct PresentedKey {
-    pub key_id: String,
+    pub identity: Identity,
     pub rate: Option<Decision>,
 }
 
@@ -69,7 +70,7 @@ impl<S: ScopeRule> FromRequest for Authenticated<S> {
 /// request for [`super::finish`] (the `RateLimit` headers, the log line).
 pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, ApiError> {
     let principal = verify(req, |service, presented, now_ms| service.verify(presented, required, now_ms))?;
-    req.extensions_mut().insert(PresentedKey { key_id: principal.key.id.as_str().to_owned(), rate: principal.rate });
+    req.extensions_mut().insert(PresentedKey { identity: principal.identity.clone(), rate: principal.rate });
     Ok(principal)
 }
 
@@ -80,7 +81,7 @@ pub fn authenticate(req: &HttpRequest, required: &[&str]) -> Result<Principal, A
 pub fn authenticate_identity(req: &HttpRequest, required: &[&str]) -> Result<Verified, ApiError> {
     let verified = verify(req, |service, presented, now_ms| service.verify_identity(presented, required, now_ms))?;
     if super::finish::logs_requests() {
-        req.extensions_mut().insert(PresentedKey { key_id: verified.identity.key_id().to_owned(), rate: None });
+        req.extensions_mut().insert(PresentedKey { identity: verified.identity.clone(), rate: None });
     }
     Ok(verified)
 }
@@ -100,9 +101,9 @@ fn verify<T>(
     service.metrics().record_verification(verification_outcome(verdict.as_ref().err()), started.elapsed());
     verdict.map_err(|err| {
         let presented = match &err {
-            VerifyError::Denied { key, .. } => Some(PresentedKey { key_id: key.id.as_str().to_owned(), rate: None }),
-            VerifyError::RateLimited { key, decision } => {
-                Some(PresentedKey { key_id: key.id.as_str().to_owned(), rate: Some(**decision) })
+            VerifyError::Denied { identity, .. } => Some(PresentedKey { identity: identity.clone(), rate: None }),
+            VerifyError::RateLimited { identity, decision } => {
+                Some(PresentedKey { identity: identity.clone(), rate: Some(**decision) })
             }
             VerifyError::Invalid | VerifyError::Store(_) => None,
         };

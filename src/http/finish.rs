@@ -143,7 +143,7 @@ fn finish<B>(response: &mut ServiceResponse<B>, metrics: &Metrics, over_tls: boo
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     // Borrowed, not copied: the key's id goes straight into the line.
     let extensions = request.extensions();
-    let key_id = extensions.get::<PresentedKey>().map_or("-", |k| k.key_id.as_str());
+    let key_id = extensions.get::<PresentedKey>().map_or("-", |k| k.identity.key_id());
     tracing::info!(
         target: LOG_TARGET,
         method = %request.method(),

@@ -44,14 +44,15 @@ impl Default for ServiceSettings {
     }
 }
 
-/// A verified caller: the key that was presented, the user who owns it, and where the
-/// key's rate limits stand after this request (`None` for a key without limits). The key's
-/// usage counters (`request_count`, `last_used_at`) may be older than the last flush: show
-/// them from [`Service::current_key`].
+/// A verified caller: the key that was presented, the user who owns it, the key's
+/// [`Identity`], and where the key's rate limits stand after this request (`None` for a key
+/// without limits). The key's usage counters (`request_count`, `last_used_at`) may be older
+/// than the last flush: show them from [`Service::current_key`].
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user: Arc<User>,
     pub key: Arc<Key>,
+    pub identity: Identity,
     pub rate: Option<Decision>,
 }
 
@@ -107,12 +108,12 @@ pub enum VerifyError {
     /// Malformed, bad checksum, or unknown: deliberately indistinguishable to the caller.
     #[error("invalid key")]
     Invalid,
-    /// A known key that may not be used now; the id is public and goes to the request log.
-    #[error("key {} refused: {denial:?}", key.id)]
-    Denied { key: Arc<Key>, denial: Denial },
+    /// A known key that may not be used now; its id is public and goes to the request log.
+    #[error("key {} refused: {denial:?}", identity.key_id())]
+    Denied { identity: Identity, denial: Denial },
     /// A bucket is empty; nothing was taken from any bucket.
-    #[error("key {} is rate limited", key.id)]
-    RateLimited { key: Arc<Key>, decision: Box<Decision> },
+    #[error("key {} is rate limited", identity.key_id())]
+    RateLimited { identity: Identity, decision: Box<Decision> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -209,6 +210,7 @@ impl Service {
         self.verify_with(presented, required, now_ms, |entry, rate| Principal {
             user: Arc::clone(&entry.user),
             key: Arc::clone(&entry.key),
+            identity: entry.identity.clone(),
             rate,
         })
     }
@@ -249,17 +251,20 @@ impl Service {
                     memo.remember(hash, Entry::new(key, user, limit_slot, usage))
                 }
             };
-            // From the entry's copies: the records are read only to report a refusal.
+            // From the entry's copies: the records themselves are not read.
             entry
                 .access
                 .authorize(entry.owner_disabled, required, now)
-                .map_err(|denial| VerifyError::Denied { key: Arc::clone(&entry.key), denial })?;
+                .map_err(|denial| VerifyError::Denied { identity: entry.identity.clone(), denial })?;
             let rate = match &mut entry.limit {
                 Some((limit, slot)) => Some(self.limiter.take(slot, *limit, &entry.key.limit_id, now_ms)?),
                 None => None,
             };
             if let Some(decision) = rate.filter(|d| !d.allowed) {
-                return Err(VerifyError::RateLimited { key: Arc::clone(&entry.key), decision: Box::new(decision) });
+                return Err(VerifyError::RateLimited {
+                    identity: entry.identity.clone(),
+                    decision: Box::new(decision),
+                });
             }
             self.limiter.count_use(&mut entry.usage, &entry.key.id, now_ms);
             Ok(verified(entry, rate))
@@ -288,6 +293,17 @@ mod tests {
     use super::*;
     use crate::domain::{Action, AuditEvent, KeySpec, RateLimit, Scopes};
 
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    /// A service on a fresh data file, with the user `alice`, at [`NOW_MS`].
+    fn service_with_alice() -> (tempfile::TempDir, Service, User, Timestamp) {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service::new(Store::open(&dir.path().join("data.redb")).unwrap(), ServiceSettings::default());
+        let now = Timestamp::from_millis(NOW_MS);
+        let alice = service.add_user("alice", "correct horse battery", false, Actor::Cli, now).unwrap();
+        (dir, service, alice, now)
+    }
+
     /// A key named `name` with no limits, no expiry and no scopes.
     fn spec(name: &str) -> KeySpec {
         KeySpec {
@@ -303,11 +319,8 @@ mod tests {
     /// which had the key memoised.
     #[test]
     fn verification_on_a_thread_that_memoised_the_key_sees_every_change_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let service = Service::new(Store::open(&dir.path().join("data.redb")).unwrap(), ServiceSettings::default());
-        let now = Timestamp::from_unix(1_700_000_000);
-        let now_ms = 1_700_000_000_000;
-        let alice = service.add_user("alice", "correct horse battery", false, Actor::Cli, now).unwrap();
+        let (_dir, service, alice, now) = service_with_alice();
+        let now_ms = NOW_MS;
         let denial = |result: Result<Principal, VerifyError>| match result {
             Err(VerifyError::Denied { denial, .. }) => Some(denial),
             Err(VerifyError::RateLimited { .. }) => None,
@@ -359,11 +372,8 @@ mod tests {
     /// after every flush), and a change after the flush is still seen at once.
     #[test]
     fn a_flush_keeps_the_memo_and_a_change_after_it_is_still_seen() {
-        let dir = tempfile::tempdir().unwrap();
-        let service = Service::new(Store::open(&dir.path().join("data.redb")).unwrap(), ServiceSettings::default());
-        let now = Timestamp::from_unix(1_700_000_000);
-        let now_ms = 1_700_000_000_000;
-        let alice = service.add_user("alice", "correct horse battery", false, Actor::Cli, now).unwrap();
+        let (_dir, service, alice, now) = service_with_alice();
+        let now_ms = NOW_MS;
         let limited = KeySpec { rate_limit: RateLimit::new(Some(10), None).unwrap(), ..spec("limited") };
         let made = service.create_key(&alice.id, limited, None, Actor::Cli, now).unwrap();
         let secret = made.token.expose_secret().as_bytes();
@@ -390,10 +400,7 @@ mod tests {
     /// it records is not made either, and the caller gets the error.
     #[test]
     fn a_change_whose_audit_event_cannot_be_written_is_not_made() {
-        let dir = tempfile::tempdir().unwrap();
-        let service = Service::new(Store::open(&dir.path().join("data.redb")).unwrap(), ServiceSettings::default());
-        let now = Timestamp::from_unix(1_700_000_000);
-        let alice = service.add_user("alice", "correct horse battery", false, Actor::Cli, now).unwrap();
+        let (_dir, service, alice, now) = service_with_alice();
         let key = service.create_key(&alice.id, spec("ci"), None, Actor::Cli, now).unwrap().key;
         let last = AuditEvent {
             at: now,

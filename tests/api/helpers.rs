@@ -270,10 +270,15 @@ pub struct Fixture {
 }
 
 pub fn alice() -> Fixture {
+    alice_with(&[])
+}
+
+/// [`alice`], the server started with extra environment.
+pub fn alice_with(env: &[(&str, &str)]) -> Fixture {
     let dir = TestDir::new();
     dir.add_user("alice");
     let root_key = dir.issue_key("alice", &["keys:read", "keys:write"]);
-    let server = dir.start();
+    let server = dir.start_with(&[], env);
     Fixture { server, dir, root_key }
 }
 

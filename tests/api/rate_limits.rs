@@ -43,11 +43,9 @@ fn every_response_carries_exact_ratelimit_headers_and_a_429_has_retry_after() {
 #[test]
 fn forward_auth_carries_the_ratelimit_headers_with_the_request_log_on_and_off() {
     for log in ["debug", "warn"] {
-        let dir = TestDir::new();
-        dir.add_user("alice");
-        let root = dir.issue_key("alice", &["keys:read", "keys:write"]);
-        let server = dir.start_with(&[], &[("RUST_LOG", log)]);
-        let (_, secret) = server.create_key(&root, json!({"name": "limited", "rate_limit": {"per_hour": 2}}));
+        let f = alice_with(&[("RUST_LOG", log)]);
+        let server = &f.server;
+        let (_, secret) = server.create_key(&f.root_key, json!({"name": "limited", "rate_limit": {"per_hour": 2}}));
         let passed = server.get("/v1/auth", Some(&secret));
         assert_eq!(passed.status(), 200, "{log}");
         assert_eq!(header(&passed, "ratelimit-policy"), "\"hour\";q=2;w=3600", "{log}");
@@ -178,20 +176,17 @@ fn an_exhausted_key_stays_429_after_a_clean_restart() {
 
 #[test]
 fn an_exhausted_key_stays_429_after_a_crash_once_a_flush_interval_has_passed() {
-    let dir = TestDir::new();
-    dir.add_user("alice");
-    let root = dir.issue_key("alice", &["keys:read", "keys:write"]);
-    let server = dir.start_with(&[], &[("IBLUEPRINT_FLUSH_INTERVAL_MS", "50")]);
-    let (key, secret) = server.create_key(&root, json!({"name": "limited", "rate_limit": {"per_hour": 4}}));
+    let f = alice_with(&[("IBLUEPRINT_FLUSH_INTERVAL_MS", "50")]);
+    let (key, secret) = f.server.create_key(&f.root_key, json!({"name": "limited", "rate_limit": {"per_hour": 4}}));
     for _ in 0..4 {
-        assert_eq!(server.get("/v1/me", Some(&secret)).status(), 200);
+        assert_eq!(f.server.get("/v1/me", Some(&secret)).status(), 200);
     }
     // request_count is written in the same flush as (and never before) the bucket levels,
     // so once the API shows all four uses, the spent budget is on disk.
     let id = key["id"].as_str().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let shown: Value = server.get(&format!("/v1/keys/{id}"), Some(&root)).json().unwrap();
+        let shown: Value = f.server.get(&format!("/v1/keys/{id}"), Some(&f.root_key)).json().unwrap();
         if shown["request_count"] == 4 {
             assert!(shown["last_used_at"].is_string());
             break;
@@ -199,8 +194,8 @@ fn an_exhausted_key_stays_429_after_a_crash_once_a_flush_interval_has_passed() {
         assert!(std::time::Instant::now() < deadline, "usage never flushed: {shown}");
         std::thread::yield_now();
     }
-    server.kill();
-    let server = dir.start();
+    f.server.kill();
+    let server = f.dir.start();
     assert_problem(server.get("/v1/me", Some(&secret)), 429, "rate_limited");
 }
 
@@ -208,17 +203,14 @@ fn an_exhausted_key_stays_429_after_a_crash_once_a_flush_interval_has_passed() {
 fn me_shows_the_usage_of_the_latest_flush() {
     // The server's memo of verified keys outlives the limiter's flushes, which change nothing
     // a verification decides on; /v1/me must still show the counters they wrote.
-    let dir = TestDir::new();
-    dir.add_user("alice");
-    let root = dir.issue_key("alice", &["keys:read", "keys:write"]);
-    let server = dir.start_with(&[], &[("IBLUEPRINT_FLUSH_INTERVAL_MS", "50")]);
-    let (_, secret) = server.create_key(&root, json!({"name": "counted"}));
+    let f = alice_with(&[("IBLUEPRINT_FLUSH_INTERVAL_MS", "50")]);
+    let (_, secret) = f.server.create_key(&f.root_key, json!({"name": "counted"}));
     for _ in 0..3 {
-        assert_eq!(server.get("/v1/auth", Some(&secret)).status(), 200);
+        assert_eq!(f.server.get("/v1/auth", Some(&secret)).status(), 200);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let me: Value = server.get("/v1/me", Some(&secret)).json().unwrap();
+        let me: Value = f.server.get("/v1/me", Some(&secret)).json().unwrap();
         // Every /v1/me is a use too, so the count only grows.
         if me["key"]["request_count"].as_u64().is_some_and(|count| count >= 3) {
             assert!(me["key"]["last_used_at"].is_string(), "{me}");
