@@ -32,7 +32,9 @@
 //!   Verification remembers the keys it verified per worker thread, with copies of what it
 //!   reads from them, for as long as no commit has changed what it decides on (the store's
 //!   generation), so the hot path writes nothing that another worker reads (but the key's own
-//!   rate-limit and usage slots) and, for a known key, reads no record.
+//!   rate-limit and usage slots, one cache line each, prefetched together) and, for a known
+//!   key, reads no record. Its `prefetch` module holds the crate's only `unsafe`: CPU
+//!   prefetch hints, which cannot fault.
 //! - [`http`]: the only module that imports actix-web. Routes and their OpenAPI document
 //!   (one table, [`http::api`]), the `Authenticated<Scope>` extractor, JSON bodies, RFC 9457
 //!   problems, the settings pages, the one middleware every response passes (rate headers,

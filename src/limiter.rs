@@ -41,18 +41,39 @@ const SHARDS: usize = 64;
 pub const IDLE_EVICT_MS: u64 = 15 * 60 * 1000;
 
 /// One limit's buckets in memory. Hold on to it with [`Limiter::take`].
+///
+/// Aligned to, and no bigger than, one cache line. Every request of a limited key locks the
+/// slot, reads and writes all of it, and was usually preceded by requests for other keys
+/// (and, as often as not, by this key's last request on another core): the slot arrives
+/// from another core or from memory, one line at a time, and the lock makes the lines wait
+/// for each other. Unaligned, its 72 bytes spanned two or three lines.
+#[repr(align(64))]
 pub struct LimitSlot(Mutex<BucketEntry>);
 
 struct BucketEntry {
     buckets: Buckets,
+    /// The last use, in seconds since the Unix epoch: idle eviction needs no finer, and
+    /// this keeps the slot within one cache line.
+    touched_s: u32,
     dirty: bool,
-    touched_ms: u64,
     /// Dropped from the limiter by a flush: decide on the live slot instead.
     evicted: bool,
 }
 
 /// One key's uses since the last flush. Hold on to it with [`Limiter::count_use`].
+/// On a cache line of its own, for the reason [`LimitSlot`] is.
+#[repr(align(64))]
 pub struct UsageSlot(Mutex<UsageEntry>);
+
+// Linux's `Mutex` is a 4-byte futex and a poison flag; elsewhere the slots may be larger,
+// which costs speed only.
+#[cfg(target_os = "linux")]
+const _: () = assert!(size_of::<LimitSlot>() == 64 && size_of::<UsageSlot>() == 64);
+
+/// `now_ms` as [`BucketEntry::touched_s`] (which saturates in 2106).
+fn whole_seconds(now_ms: u64) -> u32 {
+    u32::try_from(now_ms / 1000).unwrap_or(u32::MAX)
+}
 
 #[derive(Default)]
 struct UsageEntry {
@@ -159,7 +180,7 @@ impl Limiter {
             let slot = Arc::new(LimitSlot(Mutex::new(BucketEntry {
                 buckets: saved,
                 dirty: false,
-                touched_ms: now_ms,
+                touched_s: whole_seconds(now_ms),
                 evicted: false,
             })));
             shard.insert(id.clone(), Arc::clone(&slot));
@@ -193,7 +214,7 @@ impl Limiter {
                 let mut entry = lock(&slot.0);
                 if !entry.evicted {
                     let decision = entry.buckets.check(limit, now_ms);
-                    entry.touched_ms = now_ms;
+                    entry.touched_s = whole_seconds(now_ms);
                     // A refused request changes no level, but the refill bookkeeping moved;
                     // saving it is harmless, and skipping it keeps a hammering client from
                     // causing writes.
@@ -274,7 +295,8 @@ impl Limiter {
             let before = shard.len();
             shard.retain(|_, slot| {
                 let mut entry = lock(&slot.0);
-                let keep = entry.dirty || now_ms.saturating_sub(entry.touched_ms) < IDLE_EVICT_MS;
+                let idle_s = whole_seconds(now_ms).saturating_sub(entry.touched_s);
+                let keep = entry.dirty || u64::from(idle_s) * 1000 < IDLE_EVICT_MS;
                 entry.evicted = !keep;
                 keep
             });
@@ -411,6 +433,7 @@ mod tests {
         let limiter = Limiter::new(store, Arc::default());
         assert!(limiter.check(&key, 0).unwrap().allowed);
         assert_eq!(limiter.flush(0).unwrap().evicted, 0);
+        assert_eq!(limiter.flush(IDLE_EVICT_MS - 1000).unwrap().evicted, 0, "idle time counts to the second");
         assert_eq!(limiter.flush(IDLE_EVICT_MS).unwrap().evicted, 1);
         // Reloaded from the store: one token spent, and refill since then is honoured.
         let d = limiter.check(&key, IDLE_EVICT_MS).unwrap();

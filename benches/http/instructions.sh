@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Server instructions per request, counted by callgrind: the hello-world baseline, then
+# Server instructions per request, counted by callgrind: the hello-world baseline, the same
+# answering with the contract's six headers (`hello --auth-headers`, as in run.sh), then
 # iblueprint's `GET /v1/health` (framework + middleware) and `GET /v1/auth` (+ verification
 # and rate limiting, with a limited key). Unlike req/s, an instruction count does not move
 # with whatever else the machine is doing, so this is the tool for working on the hot path
@@ -70,11 +71,12 @@ count() {
 
 log "counting $REQUESTS requests per server (under valgrind: this takes a minute or two)"
 hello=$(count hello /v1/auth "$WORK/bin/hello" --listen 127.0.0.1:0)
+headers=$(count hello+headers /v1/auth "$WORK/bin/hello" --listen 127.0.0.1:0 --auth-headers)
 health=$(count health /v1/health "$WORK/bin/iblueprint" serve --listen 127.0.0.1:0 --data "$DATA")
 auth=$(count auth /v1/auth "$WORK/bin/iblueprint" serve --listen 127.0.0.1:0 --data "$DATA")
 
 printf '\n| server | instructions/request | vs hello |\n| --- | ---: | ---: |\n'
-for row in "hello|$hello" "iblueprint /v1/health|$health" "iblueprint /v1/auth|$auth"; do
+for row in "hello|$hello" "hello+headers|$headers" "iblueprint /v1/health|$health" "iblueprint /v1/auth|$auth"; do
     IFS='|' read -r name value <<<"$row"
     printf '| %s | %s | %s |\n' "$name" "$value" "$(awk -v h="$hello" -v v="$value" 'BEGIN { printf "%.2f", v / h }')"
 done

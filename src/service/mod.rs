@@ -17,6 +17,7 @@ use memo::{Entry, Memo};
 
 mod keys;
 mod memo;
+mod prefetch;
 mod sessions;
 mod users;
 
