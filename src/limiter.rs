@@ -52,8 +52,8 @@ pub struct LimitSlot(Mutex<BucketEntry>);
 
 struct BucketEntry {
     buckets: Buckets,
-    /// The last use, in seconds since the Unix epoch: idle eviction needs no finer, and
-    /// this keeps the slot within one cache line.
+    /// The last use, in whole seconds ([`whole_seconds`]): idle eviction needs no finer,
+    /// and this keeps the slot within one cache line.
     touched_s: u32,
     dirty: bool,
     /// Dropped from the limiter by a flush: decide on the live slot instead.
@@ -70,9 +70,12 @@ pub struct UsageSlot(Mutex<UsageEntry>);
 #[cfg(target_os = "linux")]
 const _: () = assert!(size_of::<LimitSlot>() == 64 && size_of::<UsageSlot>() == 64);
 
-/// `now_ms` as [`BucketEntry::touched_s`] (which saturates in 2106).
+/// `now_ms` in whole seconds, modulo 2³² (136 years): only differences of these are used,
+/// and `wrapping_sub` keeps those right across the wrap. Rounding down both ends makes an
+/// idle time up to a second long, so a clean slot may be evicted a second early, which
+/// costs one reload from the store.
 fn whole_seconds(now_ms: u64) -> u32 {
-    u32::try_from(now_ms / 1000).unwrap_or(u32::MAX)
+    (now_ms / 1000) as u32
 }
 
 #[derive(Default)]
@@ -295,7 +298,7 @@ impl Limiter {
             let before = shard.len();
             shard.retain(|_, slot| {
                 let mut entry = lock(&slot.0);
-                let idle_s = whole_seconds(now_ms).saturating_sub(entry.touched_s);
+                let idle_s = whole_seconds(now_ms).wrapping_sub(entry.touched_s);
                 let keep = entry.dirty || u64::from(idle_s) * 1000 < IDLE_EVICT_MS;
                 entry.evicted = !keep;
                 keep
@@ -439,6 +442,18 @@ mod tests {
         let d = limiter.check(&key, IDLE_EVICT_MS).unwrap();
         assert!(d.allowed);
         assert_eq!(d.hour.unwrap().remaining, 0);
+    }
+
+    #[test]
+    fn idle_time_is_right_across_the_wrap_of_whole_seconds() {
+        let limit = RateLimit::new(Some(2), None).unwrap();
+        let (_dir, store, key) = setup(limit);
+        let limiter = Limiter::new(store, Arc::default());
+        let last_second_before_wrap = u64::from(u32::MAX) * 1000;
+        assert!(limiter.check(&key, last_second_before_wrap).unwrap().allowed);
+        assert_eq!(limiter.flush(last_second_before_wrap).unwrap().evicted, 0);
+        assert_eq!(limiter.flush(last_second_before_wrap + 10_000).unwrap().evicted, 0, "10 s idle, not 136 years");
+        assert_eq!(limiter.flush(last_second_before_wrap + IDLE_EVICT_MS).unwrap().evicted, 1);
     }
 
     #[test]

@@ -17,10 +17,15 @@ pub(super) struct Prefetch {
 impl Prefetch {
     /// Asks the CPU (once per thread: CPUID is slow, in a virtual machine very slow).
     pub(super) fn detect() -> Self {
+        // SAFETY: every x86_64 CPU has CPUID and its leaf 0x8000_0001 (where the 64-bit
+        // mode bit is); the call is safe from Rust 1.94, `unsafe` before.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unused_unsafe)]
+        let extended = unsafe { std::arch::x86_64::__cpuid(0x8000_0001) };
         Prefetch {
-            // Leaf 0x8000_0001, which every x86_64 CPU has; ECX bit 8 is PREFETCHW.
+            // ECX bit 8 of that leaf: PREFETCHW.
             #[cfg(target_arch = "x86_64")]
-            for_write: std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 8) != 0,
+            for_write: extended.ecx & (1 << 8) != 0,
         }
     }
 
@@ -29,8 +34,8 @@ impl Prefetch {
     pub(super) fn line<T: ?Sized>(self, at: *const T) {
         #[cfg(target_arch = "x86_64")]
         if self.for_write {
-            // SAFETY: the CPU has PREFETCHW (`detect`), which neither reads nor writes
-            // anything the program can see and is valid for any address.
+            // SAFETY: the CPU has PREFETCHW (`detect`). It changes nothing the program can
+            // see (no memory, no flags, no stack), and it is valid for any address.
             unsafe {
                 std::arch::asm!(
                     "prefetchw [{at}]",
@@ -39,8 +44,8 @@ impl Prefetch {
                 );
             }
         } else {
-            // SAFETY: SSE is part of every x86_64 target; otherwise as above (the line comes
-            // shared, and the write claims it).
+            // SAFETY: SSE is in the baseline of every x86_64 target with `std`; otherwise as
+            // above (the line comes shared, and the write claims it).
             unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast()) };
         }
         #[cfg(not(target_arch = "x86_64"))]
