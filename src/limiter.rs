@@ -71,9 +71,9 @@ pub struct UsageSlot(Mutex<UsageEntry>);
 const _: () = assert!(size_of::<LimitSlot>() == 64 && size_of::<UsageSlot>() == 64);
 
 /// `now_ms` in whole seconds, modulo 2³² (136 years): only differences of these are used,
-/// and `wrapping_sub` keeps those right across the wrap. Rounding down both ends makes an
-/// idle time up to a second long, so a clean slot may be evicted a second early, which
-/// costs one reload from the store.
+/// and `wrapping_sub` keeps those right across the wrap. Both ends are rounded down, so an
+/// idle time can read up to a second longer than it was: a clean slot may be evicted up to
+/// a second early, which costs one reload from the store.
 fn whole_seconds(now_ms: u64) -> u32 {
     (now_ms / 1000) as u32
 }
