@@ -55,29 +55,30 @@ fn state(decision: &Decision) -> Rendered {
     render(decision, b"r=", |w| w.remaining, b";t=", |w| w.seconds_to_full)
 }
 
-/// The longest value: two windows, each `"hour";r=<20 digits>;t=<20 digits>`, and `, `.
+/// The longest value: two windows, each `"hour";r=<20 digits>;t=<20 digits>` ("hour" is the
+/// longer of the domain's window names), and `, `.
 const RENDERED_MAX: usize = 2 * (b"\"hour\";r=".len() + 20 + b";t=".len() + 20) + b", ".len();
 
-/// `"hour";a=1;b=2, "day";a=3;b=4`: the hour window first, then the day, each with two
-/// parameters. Written into a buffer on the stack, byte by byte: this runs on every limited
-/// request, and `format!`, then a `Vec` (two allocations once it became a header value), each
-/// showed in profiles.
+/// `"hour";a=1;b=2, "day";a=3;b=4`: each window in the decision's order, named as the
+/// domain names it, with two parameters. Written into a buffer on the stack, byte by byte:
+/// this runs on every limited request, and `format!`, then a `Vec` (two allocations once it
+/// became a header value), each showed in profiles.
 #[inline]
 fn render(
     decision: &Decision,
-    first: &[u8; 2],
+    first: &[u8],
     first_value: impl Fn(&WindowState) -> u64,
-    second: &[u8; 3],
+    second: &[u8],
     second_value: impl Fn(&WindowState) -> u64,
 ) -> Rendered {
     let mut out = Rendered { bytes: [0; RENDERED_MAX], len: 0 };
-    let labels: [(&Option<WindowState>, &[u8]); 2] = [(&decision.hour, b"\"hour\";"), (&decision.day, b"\"day\";")];
-    for (window, label) in labels {
-        let Some(window) = window else { continue };
+    for window in decision.windows() {
         if out.len > 0 {
             out.push(b", ");
         }
-        out.push(label);
+        out.push(b"\"");
+        out.push(window.name.as_bytes());
+        out.push(b"\";");
         out.push(first);
         out.push_number(first_value(window));
         out.push(second);
