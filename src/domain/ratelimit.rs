@@ -122,13 +122,14 @@ impl Buckets {
         let hour = hour_window.map(|w| (w, w.refill(self.hour, now_ms)));
         let day = day_window.map(|w| (w, w.refill(self.day, now_ms)));
 
-        let short: Vec<u64> = [hour, day]
+        // The longest wait of a window without a whole token; `None` when every one has one.
+        let wait_ms = [hour, day]
             .iter()
             .flatten()
             .filter(|(w, b)| b.units < w.window_ms)
             .map(|(w, b)| w.ms_until_one_token(*b))
-            .collect();
-        let allowed = short.is_empty();
+            .max();
+        let allowed = wait_ms.is_none();
         let take = |(w, mut b): (Window, Bucket)| {
             if allowed {
                 b.units -= w.window_ms;
@@ -141,7 +142,7 @@ impl Buckets {
         self.day = day.map(|(_, b)| b);
         Decision {
             allowed,
-            retry_after: short.into_iter().max().map_or(0, ms_to_seconds_up),
+            retry_after: wait_ms.map_or(0, ms_to_seconds_up),
             hour: hour.map(|(w, b)| w.state(b)),
             day: day.map(|(w, b)| w.state(b)),
         }
