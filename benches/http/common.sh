@@ -4,7 +4,8 @@
 # run it. It holds the plumbing all of them need, so each script only says what it measures:
 #
 #   log MSG / die MSG           progress and fatal errors on stderr (die names $SCRIPT)
-#   now_us, mib BYTES, to_ms VALUE UNIT, proc_kib PID FIELD, proc_cpu_ticks PID
+#   now_us, mib BYTES, to_ms VALUE UNIT, proc_kib PID FIELD, proc_cpu_ticks PID,
+#   proc_kernel_ticks PID, proc_preemptions PID
 #   need_tools TOOL...          installs wrk with apt-get when missing; fails on other tools
 #   stage_release CARGO_ARGS... -- BIN...
 #                               builds with `cargo build --release CARGO_ARGS`, makes $WORK
@@ -18,7 +19,10 @@
 #   run_wrk OUT WRK_ARGS...     one measured wrk run (against SERVER_PID); fails on any
 #                               non-2xx answer or socket error; sets WRK_RPS, WRK_REQUESTS,
 #                               WRK_P50_MS, WRK_P99_MS, WRK_SERVER_US (server CPU per
-#                               request), WRK_CLIENT_US (wrk's CPU per request), WRK_LOAD
+#                               request), WRK_SERVER_KERNEL_US (the kernel's part of it),
+#                               WRK_SERVER_PREEMPTED (times a server thread was preempted,
+#                               per 1,000 requests), WRK_CLIENT_US (wrk's CPU per request),
+#                               WRK_LOAD
 #
 # Caller sets: SCRIPT (its name, for messages) and ROOT (the repository).
 
@@ -28,6 +32,10 @@ now_us() { local t=${EPOCHREALTIME/./}; printf '%s' "$((10#$t))"; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 proc_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 proc_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+proc_kernel_ticks() { awk '{ print $15 }' "/proc/$1/stat"; }
+# Involuntary context switches of all the process's threads: each is a thread taken off
+# its CPU while it still had work (on these shared cores, mostly for wrk).
+proc_preemptions() { cat "/proc/$1/task/"*/status | awk '$1 == "nonvoluntary_ctxt_switches:" { n += $2 } END { print n + 0 }'; }
 
 # to_ms VALUE UNIT → milliseconds (wrk prints latencies as 12.3us, 4.5ms, 1.2s, 1m)
 to_ms() {
@@ -113,12 +121,17 @@ stop_server() {
 
 run_wrk() {
     local out=$1; shift
-    local cpu_before cpu_after tick_us p50_value p50_unit p99_value p99_unit
+    local cpu_before cpu_after kernel_before kernel_after preempted_before preempted_after
+    local tick_us p50_value p50_unit p99_value p99_unit
     WRK_LOAD=$(cut -d' ' -f1 /proc/loadavg)
     cpu_before=$(proc_cpu_ticks "$SERVER_PID")
+    kernel_before=$(proc_kernel_ticks "$SERVER_PID")
+    preempted_before=$(proc_preemptions "$SERVER_PID")
     local TIMEFORMAT='%3U %3S'
     { time wrk "$@" >"$out" ; } 2>"$out.time"
     cpu_after=$(proc_cpu_ticks "$SERVER_PID")
+    kernel_after=$(proc_kernel_ticks "$SERVER_PID")
+    preempted_after=$(proc_preemptions "$SERVER_PID")
     if grep -q -e 'Non-2xx or 3xx responses' -e 'Socket errors' "$out"; then
         cat "$out" >&2
         die "$(grep -e 'Non-2xx or 3xx responses' -e 'Socket errors' "$out" | xargs) — a request failed"
@@ -132,5 +145,7 @@ run_wrk() {
     WRK_P99_MS=$(to_ms "$p99_value" "$p99_unit")
     tick_us=$(( 1000000 / $(getconf CLK_TCK) ))
     WRK_SERVER_US=$(awk -v t=$(( cpu_after - cpu_before )) -v tu="$tick_us" -v n="$WRK_REQUESTS" 'BEGIN { printf "%.1f", t * tu / n }')
+    WRK_SERVER_KERNEL_US=$(awk -v t=$(( kernel_after - kernel_before )) -v tu="$tick_us" -v n="$WRK_REQUESTS" 'BEGIN { printf "%.1f", t * tu / n }')
+    WRK_SERVER_PREEMPTED=$(awk -v p=$(( preempted_after - preempted_before )) -v n="$WRK_REQUESTS" 'BEGIN { printf "%.0f", p * 1000 / n }')
     WRK_CLIENT_US=$(awk -v n="$WRK_REQUESTS" '{ printf "%.1f", ($1 + $2) * 1e6 / n }' "$out.time")
 }

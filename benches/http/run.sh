@@ -43,7 +43,11 @@
 #
 # Caveat, printed with the results: wrk and the server share this machine's cores, so the
 # figures are client + server on the same CPUs, not server capacity. The "CPU µs/req"
-# columns (from /proc/PID/stat and `time`) show where the CPU went.
+# columns (from /proc/PID/stat and `time`) show where the CPU went, the server's with its
+# kernel part in brackets. "Preempted /1k req" counts the server's involuntary context
+# switches (/proc/PID/task/*/status) per 1,000 requests. It rises sharply once the server
+# needs more CPU per request than wrk: wrk then waits for answers, and every response
+# wakes it on the server's time.
 
 set -euo pipefail
 
@@ -89,7 +93,7 @@ check_ok() {
 }
 
 # One row per measured run:
-# server|group|round|keys|logging|path|req/s|p50|p99|server µs/req|wrk µs/req|RSS MiB|peak MiB|data bytes|start-up ms|load
+# server|group|round|keys|logging|path|req/s|p50|p99|server µs/req|wrk µs/req|RSS MiB|peak MiB|data bytes|start-up ms|load|server kernel µs/req|server preempted per 1k req
 ROWS=()
 
 # measure SERVER GROUP ROUND KEYS LOGGING PATH DATA_BYTES
@@ -103,9 +107,9 @@ measure() {
     local rss hwm
     rss=$(proc_kib "$SERVER_PID" VmRSS)
     hwm=$(proc_kib "$SERVER_PID" VmHWM)
-    ROWS+=("$server|$group|$round|$keys|$logging|$path|$WRK_RPS|$WRK_P50_MS|$WRK_P99_MS|$WRK_SERVER_US|$WRK_CLIENT_US|$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')|$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')|$data_bytes|$STARTUP_MS|$WRK_LOAD")
-    log "$(printf '%-10s %-5s r%s %-4s %-10s %9.0f req/s  p99 %7.2f ms  server %5s µs CPU/req  RSS %s MiB' \
-        "$server" "$group" "$round" "$logging" "$path" "$WRK_RPS" "$WRK_P99_MS" "$WRK_SERVER_US" "$((rss / 1024))")"
+    ROWS+=("$server|$group|$round|$keys|$logging|$path|$WRK_RPS|$WRK_P50_MS|$WRK_P99_MS|$WRK_SERVER_US|$WRK_CLIENT_US|$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')|$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')|$data_bytes|$STARTUP_MS|$WRK_LOAD|$WRK_SERVER_KERNEL_US|$WRK_SERVER_PREEMPTED")
+    log "$(printf '%-10s %-5s r%s %-4s %-10s %9.0f req/s  p99 %7.2f ms  server %5s µs CPU/req (kernel %s), preempted %s/1k  RSS %s MiB' \
+        "$server" "$group" "$round" "$logging" "$path" "$WRK_RPS" "$WRK_P99_MS" "$WRK_SERVER_US" "$WRK_SERVER_KERNEL_US" "$WRK_SERVER_PREEMPTED" "$((rss / 1024))")"
 }
 
 # seed NAME KEYS → sets DATA, SECRETS_FILE, SEED_SECONDS, DATA_BYTES
@@ -236,25 +240,25 @@ mean_of() {
     echo "$(nproc) cores, shared by wrk and the server (both servers: actix's default worker count, $(nproc)). Figures are client + server on the same CPUs, not server capacity."
     echo "Load = 1-minute load average just before the run (other work on the machine shows there). Hello rows: (n) = the data-file size of the iblueprint runs they are compared with."
     echo
-    echo "| server | keys | round | logging | path | req/s | vs hello | p50 ms | p99 ms | server CPU µs/req | wrk CPU µs/req | RSS MiB (peak) | data file MiB | start-up ms | load |"
-    echo "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| server | keys | round | logging | path | req/s | vs hello | p50 ms | p99 ms | server CPU µs/req (kernel) | server preempted /1k req | wrk CPU µs/req | RSS MiB (peak) | data file MiB | start-up ms | load |"
+    echo "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for r in "${ROWS[@]}"; do
-        IFS='|' read -r server group round keys logging path rps p50 p99 scpu wcpu rss hwm data startup load <<<"$r"
+        IFS='|' read -r server group round keys logging path rps p50 p99 scpu wcpu rss hwm data startup load skernel spreempted <<<"$r"
         vs_hello="-"
         [[ $server != hello ]] && vs_hello=$(ratio "$rps" "$(rps_of hello "$group" "$round" none /v1/auth)")
         [[ $data != "-" ]] && data=$(mib "$data")
         if [[ $server == hello* ]]; then
             keys="($SMALL_KEYS)"; [[ $group == large ]] && keys="($LARGE_KEYS)"
         fi
-        printf '| %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s |\n' \
-            "$server" "$keys" "$round" "$logging" "$path" "$rps" "$vs_hello" "$p50" "$p99" "$scpu" "$wcpu" "$rss" "$hwm" "$data" "$startup" "$load"
+        printf '| %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %s (%s) | %s | %s | %s (%s) | %s | %s | %s |\n' \
+            "$server" "$keys" "$round" "$logging" "$path" "$rps" "$vs_hello" "$p50" "$p99" "$scpu" "$skernel" "$spreempted" "$wcpu" "$rss" "$hwm" "$data" "$startup" "$load"
     done
 
     echo
     echo "### Summary (means over $ROUNDS rounds)"
     echo
-    echo "| data file | server | logging | path | req/s | vs hello (target ≥ 0.85) | vs hello+headers | vs 1k keys (target ≥ 0.90) | p99 ms | server CPU µs/req |"
-    echo "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| data file | server | logging | path | req/s | vs hello (target ≥ 0.85) | vs hello+headers | vs 1k keys (target ≥ 0.90) | p99 ms | server CPU µs/req (kernel) | server preempted /1k req | wrk CPU µs/req |"
+    echo "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     groups=(small); [[ -z $SKIP_LARGE ]] && groups+=(large)
     for group in "${groups[@]}"; do
         keys=$SMALL_KEYS; [[ $group == large ]] && keys=$LARGE_KEYS
@@ -272,8 +276,10 @@ mean_of() {
                     vs_small=$(ratio "$rps" "$(mean_of iblueprint small "$logging" "$path" 7)")
                 fi
             fi
-            printf '| %s keys | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$keys" "$server" "$logging" "$path" "$rps" "$vs_hello" "$vs_headers" "$vs_small" \
-                "$(mean_of "$server" "$group" "$logging" "$path" 9)" "$(mean_of "$server" "$group" "$logging" "$path" 10)"
+            printf '| %s keys | %s | %s | %s | %.0f | %s | %s | %s | %s | %s (%s) | %s | %s |\n' "$keys" "$server" "$logging" "$path" "$rps" "$vs_hello" "$vs_headers" "$vs_small" \
+                "$(mean_of "$server" "$group" "$logging" "$path" 9)" "$(mean_of "$server" "$group" "$logging" "$path" 10)" \
+                "$(mean_of "$server" "$group" "$logging" "$path" 17)" "$(mean_of "$server" "$group" "$logging" "$path" 18)" \
+                "$(mean_of "$server" "$group" "$logging" "$path" 11)"
         done
     done
 
