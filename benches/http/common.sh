@@ -5,7 +5,7 @@
 #
 #   log MSG / die MSG           progress and fatal errors on stderr (die names $SCRIPT)
 #   now_us, mib BYTES, to_ms VALUE UNIT, proc_kib PID FIELD, proc_cpu_ticks PID,
-#   proc_kernel_ticks PID, proc_preemptions PID
+#   proc_preemptions PID
 #   need_tools TOOL...          installs wrk with apt-get when missing; fails on other tools
 #   stage_release CARGO_ARGS... -- BIN...
 #                               builds with `cargo build --release CARGO_ARGS`, makes $WORK
@@ -31,11 +31,16 @@ die() { printf '%s: error: %s\n' "${SCRIPT:-bench}" "$*" >&2; exit 1; }
 now_us() { local t=${EPOCHREALTIME/./}; printf '%s' "$((10#$t))"; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 proc_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
-proc_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-proc_kernel_ticks() { awk '{ print $15 }' "/proc/$1/stat"; }
+# proc_cpu_ticks PID → "TOTAL KERNEL": the process's CPU time (user + system) and its
+# system part, in clock ticks, from one read of /proc/PID/stat.
+proc_cpu_ticks() { awk '{ print $14 + $15, $15 }' "/proc/$1/stat"; }
 # Involuntary context switches of all the process's threads: each is a thread taken off
-# its CPU while it still had work (on these shared cores, mostly for wrk).
-proc_preemptions() { cat "/proc/$1/task/"*/status | awk '$1 == "nonvoluntary_ctxt_switches:" { n += $2 } END { print n + 0 }'; }
+# its CPU while it still had work (on these shared cores, mostly for wrk). A thread that
+# ends between the listing and the read is skipped, not an error.
+proc_preemptions() {
+    { cat "/proc/$1/task/"*/status 2>/dev/null || true; } |
+        awk '$1 == "nonvoluntary_ctxt_switches:" { n += $2 } END { print n + 0 }'
+}
 
 # to_ms VALUE UNIT → milliseconds (wrk prints latencies as 12.3us, 4.5ms, 1.2s, 1m)
 to_ms() {
@@ -124,13 +129,11 @@ run_wrk() {
     local cpu_before cpu_after kernel_before kernel_after preempted_before preempted_after
     local tick_us p50_value p50_unit p99_value p99_unit
     WRK_LOAD=$(cut -d' ' -f1 /proc/loadavg)
-    cpu_before=$(proc_cpu_ticks "$SERVER_PID")
-    kernel_before=$(proc_kernel_ticks "$SERVER_PID")
+    read -r cpu_before kernel_before < <(proc_cpu_ticks "$SERVER_PID")
     preempted_before=$(proc_preemptions "$SERVER_PID")
     local TIMEFORMAT='%3U %3S'
     { time wrk "$@" >"$out" ; } 2>"$out.time"
-    cpu_after=$(proc_cpu_ticks "$SERVER_PID")
-    kernel_after=$(proc_kernel_ticks "$SERVER_PID")
+    read -r cpu_after kernel_after < <(proc_cpu_ticks "$SERVER_PID")
     preempted_after=$(proc_preemptions "$SERVER_PID")
     if grep -q -e 'Non-2xx or 3xx responses' -e 'Socket errors' "$out"; then
         cat "$out" >&2
