@@ -214,12 +214,14 @@ rps_of() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b; else printf "-" }'; }
 # mean_ratio SERVER GROUP LOGGING PATH BASELINE → mean over the rounds of req/s against that
-# round's BASELINE (a hello variant) run
+# round's BASELINE (a hello variant) run, then the lowest and highest round in brackets: a
+# single round here moves by several points, and the spread shows how far a mean can be read
 mean_ratio() {
     local n
     for ((n = 1; n <= ROUNDS; n++)); do
         ratio "$(rps_of "$1" "$2" "$n" "$3" "$4")" "$(rps_of "$5" "$2" "$n" none /v1/auth)"; echo
-    done | awk '{ t += $1 } END { printf "%.2f", t / NR }'
+    done | awk 'NR == 1 { lo = hi = $1 } { t += $1; if ($1 < lo) lo = $1; if ($1 > hi) hi = $1 }
+        END { printf "%.2f", t / NR; if (NR > 1) printf " (%.2f–%.2f)", lo, hi }'
 }
 # mean of the rows matching SERVER GROUP LOGGING PATH, column N
 mean_of() {
