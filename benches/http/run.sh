@@ -37,9 +37,10 @@
 # a non-2xx answer or a socket error, or if a server does not exit cleanly on SIGTERM.
 #
 # Settings (environment variables): WRK_THREADS (2), WRK_CONNECTIONS (64), WRK_DURATION
-# (10s), WARMUP (2s), ROUNDS (2), SMALL_KEYS (1000), LARGE_KEYS (1000000), SECRETS (1000),
-# STARTS (5), SKIP_LARGE (set to 1 to skip the 1,000,000-key part), NICE (e.g. -10: renice
-# this script and everything it starts, to be less disturbed by other work on the machine).
+# (10s), WARMUP (2s), ROUNDS (4: one round's ratio moves by several points on a shared
+# 2-core machine), SMALL_KEYS (1000), LARGE_KEYS (1000000), SECRETS (1000), STARTS (5),
+# SKIP_LARGE (set to 1 to skip the 1,000,000-key part), NICE (e.g. -10: renice this script
+# and everything it starts, to be less disturbed by other work on the machine).
 #
 # Caveat, printed with the results: wrk and the server share this machine's cores, so the
 # figures are client + server on the same CPUs, not server capacity. The "CPU µs/req"
@@ -55,7 +56,7 @@ WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
 WRK_DURATION=${WRK_DURATION:-10s}
 WARMUP=${WARMUP:-2s}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-4}
 SMALL_KEYS=${SMALL_KEYS:-1000}
 LARGE_KEYS=${LARGE_KEYS:-1000000}
 SECRETS=${SECRETS:-1000}
