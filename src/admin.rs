@@ -7,12 +7,13 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::Context;
 
 use crate::cli::{CliError, KeySpecArgs, UsersCommand};
-use crate::domain::{Actor, KeyName, KeySpec, RateLimit, Scopes, Username, time::parse_duration};
+use crate::domain::{Actor, KeyName, KeySpec, RateLimit, Scopes, Timestamp, Username, time::parse_duration};
 use crate::service::{Service, ServiceError, ServiceSettings};
 use crate::store::Store;
 
 pub fn run(command: UsersCommand) -> Result<(), CliError> {
-    let now = crate::clock::now();
+    let now_ms = crate::clock::now_millis();
+    let now = Timestamp::from_millis(now_ms);
     match command {
         UsersCommand::Add { name, admin, password_stdin, data } => {
             // A new data file is created only once the password is known to be acceptable,
@@ -81,7 +82,7 @@ pub fn run(command: UsersCommand) -> Result<(), CliError> {
                 name: KeyName::parse(&key_name).map_err(|e| CliError::usage(format!("--name: the key name {e}")))?,
                 expires_at: expires_in
                     .as_deref()
-                    .map(|d| parse_duration(d).map(|s| now.plus_seconds(s)))
+                    .map(|d| parse_duration(d).map(|s| Timestamp::at_least_seconds_after(now_ms, s)))
                     .transpose()
                     .map_err(|e| CliError::usage(format!("--expires-in: {e}")))?,
                 rate_limit: RateLimit::new(per_hour, per_day)

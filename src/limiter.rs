@@ -212,17 +212,41 @@ impl Limiter {
         id: &KeyId,
         now_ms: u64,
     ) -> Result<Decision, StoreError> {
+        self.with_live_slot(slot, id, now_ms, |entry| {
+            let decision = entry.buckets.check(limit, now_ms);
+            // A refused request changes no level, but the refill bookkeeping moved; saving
+            // it is harmless, and skipping it keeps a hammering client from causing writes.
+            entry.dirty |= decision.allowed;
+            decision
+        })
+    }
+
+    /// Brings the buckets of the limit `id` up to `now_ms` under `limit`, taking nothing:
+    /// call it with the old limit before a key's limit changes (see [`Buckets::settle`]).
+    /// Loads them first if no key of the limit was used since start.
+    pub fn settle(&self, id: &KeyId, limit: RateLimit, now_ms: u64) -> Result<(), StoreError> {
+        let mut slot = self.slot_of(id, now_ms)?;
+        self.with_live_slot(&mut slot, id, now_ms, |entry| {
+            entry.buckets.settle(limit, now_ms);
+            entry.dirty = true;
+        })
+    }
+
+    /// Runs `f` on the buckets of `slot` (of the limit `id`) under its lock, first replacing
+    /// the slot with the live one if the flush evicted it, and marks them used at `now_ms`.
+    fn with_live_slot<T>(
+        &self,
+        slot: &mut Arc<LimitSlot>,
+        id: &KeyId,
+        now_ms: u64,
+        mut f: impl FnMut(&mut BucketEntry) -> T,
+    ) -> Result<T, StoreError> {
         loop {
             {
                 let mut entry = lock(&slot.0);
                 if !entry.evicted {
-                    let decision = entry.buckets.check(limit, now_ms);
                     entry.touched_s = whole_seconds(now_ms);
-                    // A refused request changes no level, but the refill bookkeeping moved;
-                    // saving it is harmless, and skipping it keeps a hammering client from
-                    // causing writes.
-                    entry.dirty |= decision.allowed;
-                    return Ok(decision);
+                    return Ok(f(&mut entry));
                 }
             }
             *slot = self.slot_of(id, now_ms)?;

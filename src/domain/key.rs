@@ -283,9 +283,12 @@ impl Key {
         });
     }
 
-    /// The successor's spec and the instant the old key stops working, for a rotation with
-    /// `grace_seconds` of overlap. The grace never outlives the old key's own expiry.
-    pub fn plan_rotation(&self, grace_seconds: u64, now: Timestamp) -> Result<(KeySpec, Timestamp), KeyChangeError> {
+    /// The successor's spec and the instant the old key stops working, for a rotation at
+    /// `now_ms` with `grace_seconds` of overlap: none at all for 0, else at least that long
+    /// ([`Timestamp::at_least_seconds_after`]). The grace never outlives the old key's own
+    /// expiry.
+    pub fn plan_rotation(&self, grace_seconds: u64, now_ms: u64) -> Result<(KeySpec, Timestamp), KeyChangeError> {
+        let now = Timestamp::from_millis(now_ms);
         if grace_seconds > MAX_GRACE_SECONDS {
             return Err(KeyChangeError::GraceTooLong);
         }
@@ -295,7 +298,10 @@ impl Key {
             KeyStatus::RevokesAt(at) => return Err(KeyChangeError::AlreadyRotating(at)),
             KeyStatus::Active => {}
         }
-        let mut cutoff = now.plus_seconds(grace_seconds);
+        let mut cutoff = match grace_seconds {
+            0 => now,
+            _ => Timestamp::at_least_seconds_after(now_ms, grace_seconds),
+        };
         if let Some(expiry) = self.expires_at {
             cutoff = cutoff.min(expiry);
         }
@@ -385,12 +391,25 @@ mod tests {
     #[test]
     fn rotation_grace_is_bounded_by_seven_days_and_the_old_expiry() {
         let now = Timestamp::from_unix(1_000_000);
+        let now_ms = 1_000_000_000;
         let k = key(now);
-        let (spec, cutoff) = k.plan_rotation(60, now).unwrap();
+        let (spec, cutoff) = k.plan_rotation(60, now_ms).unwrap();
         assert_eq!(cutoff, now.plus_seconds(60));
         assert_eq!(spec.expires_at, k.expires_at);
-        let (_, capped) = k.plan_rotation(MAX_GRACE_SECONDS, now).unwrap();
+        let (_, capped) = k.plan_rotation(MAX_GRACE_SECONDS, now_ms).unwrap();
         assert_eq!(Some(capped), k.expires_at);
-        assert_eq!(k.plan_rotation(MAX_GRACE_SECONDS + 1, now).unwrap_err(), KeyChangeError::GraceTooLong);
+        assert_eq!(k.plan_rotation(MAX_GRACE_SECONDS + 1, now_ms).unwrap_err(), KeyChangeError::GraceTooLong);
+    }
+
+    #[test]
+    fn a_grace_period_is_never_shorter_than_asked_and_none_ends_now() {
+        let k = key(Timestamp::from_unix(1_000_000));
+        // 999 ms into second 1,000,000: one second of grace ends at 1,000,002, 1.001 s later,
+        // not at 1,000,001, 1 ms later.
+        let now_ms = 1_000_000_999;
+        assert_eq!(k.plan_rotation(1, now_ms).unwrap().1, Timestamp::from_unix(1_000_002));
+        assert_eq!(k.plan_rotation(0, now_ms).unwrap().1, Timestamp::from_unix(1_000_000));
+        // On the dot, it is exactly as long.
+        assert_eq!(k.plan_rotation(1, 1_000_000_000).unwrap().1, Timestamp::from_unix(1_000_001));
     }
 }

@@ -147,6 +147,18 @@ impl Buckets {
             day: day.map(|(w, b)| w.state(b)),
         }
     }
+
+    /// Brings each bucket up to `now_ms` under `limit`, taking nothing. Call it with the
+    /// old limit just before a key's limit changes: the next check refills the time since
+    /// the last one at the rate of the limit it is given, so without this the new rate
+    /// would be credited for the time before the change too (an empty 1-per-hour key
+    /// raised to 1,000 per hour after an idle hour would get 1,000 tokens, not one). The
+    /// level is then capped at the new capacity by that next check.
+    pub fn settle(&mut self, limit: RateLimit, now_ms: u64) {
+        let (hour, day) = windows(limit);
+        self.hour = hour.map(|w| w.refill(self.hour, now_ms));
+        self.day = day.map(|w| w.refill(self.day, now_ms));
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +219,32 @@ mod tests {
         assert_eq!(d.hour.unwrap().remaining, 9);
         let d = b.check(limit(Some(1000), None), 0);
         assert_eq!(d.hour.unwrap().remaining, 8);
+    }
+
+    #[test]
+    fn a_changed_limit_refills_at_the_old_rate_until_the_change() {
+        let (old, new) = (limit(Some(1), Some(24)), limit(Some(3600), Some(86_400)));
+        let mut b = Buckets::default();
+        assert!(b.check(old, 0).allowed); // both buckets: 1 token short of full
+        // Changed after an idle 30 minutes: half a token came back at the old rate.
+        b.settle(old, 1_800_000);
+        let d = b.check(new, 1_800_000);
+        assert!(!d.allowed, "half an hourly token is not a token, whatever the new rate");
+        assert_eq!(d.retry_after, 1, "the new rate applies from the change on");
+        // Without settling, the new rate would have paid for the idle half hour.
+        let mut unsettled = Buckets::default();
+        assert!(unsettled.check(old, 0).allowed);
+        assert!(unsettled.check(new, 1_800_000).allowed);
+    }
+
+    #[test]
+    fn settling_under_the_current_limit_changes_no_decision() {
+        let l = limit(Some(3), Some(10));
+        let (mut settled, mut plain) = (Buckets::default(), Buckets::default());
+        for now in [0, 1, 500_000, 500_001, 2_000_000, 9_000_000] {
+            settled.settle(l, now);
+            assert_eq!(settled.check(l, now), plain.check(l, now));
+        }
     }
 
     #[test]

@@ -55,6 +55,14 @@ impl Timestamp {
         self.0
     }
 
+    /// The end of a lifetime of `seconds` that starts at `now_ms` (an expiry, a grace
+    /// period): counted from the next whole second, so that the part of the current second
+    /// already gone never makes it shorter than asked. It lasts from `seconds` to just under
+    /// `seconds + 1`; counted from the current second, one second could have lasted 1 ms.
+    pub fn at_least_seconds_after(now_ms: u64, seconds: u64) -> Self {
+        Timestamp::from_unix(i64::try_from(now_ms.div_ceil(1000)).unwrap_or(i64::MAX)).plus_seconds(seconds)
+    }
+
     pub fn plus_seconds(self, seconds: u64) -> Self {
         let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
         Timestamp::from_unix(self.0.saturating_add(seconds))

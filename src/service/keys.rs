@@ -83,14 +83,18 @@ impl Service {
         owned_key(&self.store.read()?, owner, &id)
     }
 
+    /// Renames a key or replaces its limits. `now_ms`: a changed limit keeps the key's
+    /// level as of this instant (refilled at the old rate until then), capped at the new
+    /// capacity.
     pub fn update_key(
         &self,
         owner: &UserId,
         id: &str,
         patch: KeyPatch,
         actor: Actor,
-        now: Timestamp,
+        now_ms: u64,
     ) -> Result<Key, ServiceError> {
+        let now = Timestamp::from_millis(now_ms);
         let id = KeyId::parse(id).ok_or(ServiceError::NotFound)?;
         if patch.name.is_none() && patch.rate_limit.is_none() {
             // Nothing to change: answer the key without a write or an audit event.
@@ -102,6 +106,13 @@ impl Service {
                 key.name = name;
             }
             if let Some(limit) = patch.rate_limit {
+                if limit != key.rate_limit && !key.rate_limit.is_unlimited() {
+                    // Before the new limit is committed, and so before any verification
+                    // can use it: the time since the key's last request is refilled at the
+                    // old rate. Settling under the limit in force changes no decision, so
+                    // it needs no undoing if this change then fails.
+                    self.limiter.settle(&key.limit_id, key.rate_limit, now_ms)?;
+                }
                 key.rate_limit = limit;
             }
             tx.update_key(&key)?;
@@ -135,15 +146,16 @@ impl Service {
         grace_seconds: u64,
         scope_ceiling: Option<&Scopes>,
         actor: Actor,
-        now: Timestamp,
+        now_ms: u64,
     ) -> Result<(NewKey, Key), ServiceError> {
+        let now = Timestamp::from_millis(now_ms);
         let id = KeyId::parse(id).ok_or(ServiceError::NotFound)?;
         let token = Token::generate(&mut SysRng)?;
         let new_id = KeyId::generate(&mut SysRng)?;
         self.store.write(|tx| {
             let mut old = owned_key(tx, owner, &id)?;
             check_ceiling(scope_ceiling, &old.scopes)?;
-            let (spec, cutoff) = old.plan_rotation(grace_seconds, now).map_err(|err| match err {
+            let (spec, cutoff) = old.plan_rotation(grace_seconds, now_ms).map_err(|err| match err {
                 KeyChangeError::GraceTooLong => ServiceError::invalid("grace_seconds", err),
                 other => ServiceError::Conflict(other.to_string()),
             })?;

@@ -332,7 +332,7 @@ mod tests {
         let secret = limited.token.expose_secret();
         assert!(service.verify(secret.as_bytes(), &[], now_ms).unwrap().rate.is_none(), "unlimited at first");
         let patch = KeyPatch { name: None, rate_limit: Some(RateLimit::new(Some(1), None).unwrap()) };
-        service.update_key(&alice.id, limited.key.id.as_str(), patch, Actor::Cli, now).unwrap();
+        service.update_key(&alice.id, limited.key.id.as_str(), patch, Actor::Cli, now_ms).unwrap();
         assert!(
             service.verify(secret.as_bytes(), &[], now_ms).unwrap().rate.is_some_and(|d| d.allowed),
             "the new limit applies"
@@ -366,6 +366,39 @@ mod tests {
         assert_eq!(identity.username(), "alice");
         assert_eq!(identity.scopes(), key.scopes.joined());
         assert!(identity.scopes().contains("keys:read") && identity.scopes().contains("keys:write"));
+    }
+
+    /// A changed limit keeps the level the key had at the change, refilled at the old rate
+    /// up to then: the new rate pays only for the time after it. Also after a restart, when
+    /// the change is the first thing to touch the key's buckets.
+    #[test]
+    fn a_changed_limit_keeps_the_level_of_the_moment_it_changed() {
+        let (dir, service, alice, now) = service_with_alice();
+        let hourly = |n| KeyPatch { name: None, rate_limit: Some(RateLimit::new(Some(n), None).unwrap()) };
+        let rate_limited = |result: Result<Principal, VerifyError>| match result {
+            Err(VerifyError::RateLimited { decision, .. }) => decision.retry_after,
+            other => panic!("expected a 429, got {other:?}"),
+        };
+        let limited = KeySpec { rate_limit: RateLimit::new(Some(1), None).unwrap(), ..spec("hourly") };
+        let created = service.create_key(&alice.id, limited, None, Actor::Cli, now).unwrap();
+        let (id, secret) = (created.key.id.as_str(), created.token.expose_secret().as_bytes());
+        assert!(service.verify(secret, &[], NOW_MS).is_ok(), "its one token");
+
+        // Half an hour later, 1 per hour becomes 1 per second: half a token came back at the
+        // old rate, and the next whole one is half a second away at the new.
+        let half_hour = NOW_MS + 1_800_000;
+        service.update_key(&alice.id, id, hourly(3600), Actor::Cli, half_hour).unwrap();
+        assert_eq!(rate_limited(service.verify(secret, &[], half_hour)), 1);
+        assert!(service.verify(secret, &[], half_hour + 500).is_ok(), "then the new rate applies");
+
+        // After a restart, with the levels only in the data file: empty at +500 ms, then
+        // lowered back to 1 per hour 100 ms later. Those 100 ms at 1 per second gave a tenth
+        // of a token, so the next is 54 minutes away, not the full hour of the new rate.
+        service.limiter().flush(half_hour + 500).unwrap();
+        drop(service);
+        let service = Service::new(Store::open(&dir.path().join("data.redb")).unwrap(), ServiceSettings::default());
+        service.update_key(&alice.id, id, hourly(1), Actor::Cli, half_hour + 600).unwrap();
+        assert_eq!(rate_limited(service.verify(secret, &[], half_hour + 600)), 3240);
     }
 
     /// The limiter's flush changes nothing a verification decides on, so the memo of

@@ -190,8 +190,20 @@ fn the_secret_works_as_a_bearer_key_and_is_never_shown_again() {
 fn expires_in_sets_expires_at_that_many_seconds_after_creation() {
     let f = alice();
     let (key, _) = f.server.create_key(&f.root_key, json!({"name": "day", "expires_in": 86_400}));
-    assert_eq!(unix(&key["expires_at"]), unix(&key["created_at"]) + 86_400);
+    // Times are whole seconds: the lifetime counts from the next one, so it is never short.
+    let lifetime = unix(&key["expires_at"]) - unix(&key["created_at"]);
+    assert!((86_400..=86_401).contains(&lifetime), "{lifetime} s");
     assert_eq!(key["status"], "active");
+}
+
+#[test]
+fn expires_in_gives_at_least_that_many_seconds_from_the_request() {
+    let f = alice();
+    // Counted from the second the key was made in, one second could have been 1 ms.
+    let sent_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let (key, _) = f.server.create_key(&f.root_key, json!({"name": "brief", "expires_in": 1}));
+    let expires_ms = i128::from(unix(&key["expires_at"])) * 1000;
+    assert!(expires_ms >= sent_ms + 1000, "asked for 1 s at {sent_ms} ms, got a key that expires at {expires_ms} ms");
 }
 
 #[test]
@@ -663,7 +675,8 @@ fn rotating_with_a_grace_period_keeps_the_old_key_working_until_then() {
     let previous = &body["previous"];
     assert_eq!(previous["status"], "rotating");
     let at = unix(&previous["revoked_at"]);
-    assert!((before + 3600..=after + 3600).contains(&at), "revoked_at {at} should be now + 3600 ({before}..{after})");
+    // Whole seconds, counted from the next one: never shorter than asked.
+    assert!((before + 3600..=after + 3601).contains(&at), "revoked_at {at} should be now + 3600 ({before}..{after})");
     assert_eq!(f.server.get("/v1/me", Some(&old_secret)).status(), 200, "the old key works during the grace period");
     assert_eq!(
         f.server.get("/v1/me", Some(body["secret"].as_str().unwrap())).status(),
@@ -701,7 +714,7 @@ fn a_grace_period_of_7_days_is_allowed_and_one_second_more_is_a_400_naming_grace
     assert_eq!(response.status(), 201);
     let previous = &response.json::<Value>().unwrap()["previous"];
     let at = unix(&previous["revoked_at"]);
-    assert!((before + 604_800..=after + 604_800).contains(&at), "revoked_at {at} should be now + 7 days");
+    assert!((before + 604_800..=after + 604_801).contains(&at), "revoked_at {at} should be now + 7 days");
     assert_eq!(f.server.get("/v1/me", Some(&old_secret)).status(), 200);
 }
 

@@ -148,10 +148,11 @@ pub async fn create(
     service: web::Data<Service>,
     Json(body): Json<CreateKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = crate::clock::now();
+    let now_ms = crate::clock::now_millis();
+    let now = Timestamp::from_millis(now_ms);
     let spec = KeySpec {
         name: KeyName::parse(&body.name).map_err(|e| ApiError::invalid(format!("name: {e}")))?,
-        expires_at: expiry(body.expires_at.as_deref(), body.expires_in, now)?,
+        expires_at: expiry(body.expires_at.as_deref(), body.expires_in, now_ms)?,
         rate_limit: match body.rate_limit {
             None => service.default_rate_limit(),
             Some(limit) => rate_limit(limit)?,
@@ -210,10 +211,11 @@ pub async fn update(
             .map_err(|e| ApiError::invalid(format!("name: {e}")))?,
         rate_limit: body.rate_limit.map(rate_limit).transpose()?,
     };
-    let now = crate::clock::now();
+    let now_ms = crate::clock::now_millis();
     let principal = auth.principal;
-    let key = web::block(move || service.update_key(&principal.user.id, &id, patch, principal.actor(), now)).await??;
-    Ok(HttpResponse::Ok().json(KeyView::new(&key, now)))
+    let key =
+        web::block(move || service.update_key(&principal.user.id, &id, patch, principal.actor(), now_ms)).await??;
+    Ok(HttpResponse::Ok().json(KeyView::new(&key, Timestamp::from_millis(now_ms))))
 }
 
 /// Revoke a key, now and for good (idempotent)
@@ -257,7 +259,8 @@ pub async fn rotate(
     id: web::Path<String>,
     OptionalJson(body): OptionalJson<RotateKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = crate::clock::now();
+    let now_ms = crate::clock::now_millis();
+    let now = Timestamp::from_millis(now_ms);
     let principal = auth.principal;
     let (NewKey { key, token }, previous) = web::block(move || {
         service.rotate_key(
@@ -266,7 +269,7 @@ pub async fn rotate(
             body.grace_seconds,
             Some(&principal.key.scopes),
             principal.actor(),
-            now,
+            now_ms,
         )
     })
     .await??;
@@ -290,7 +293,8 @@ fn rate_limit(body: Option<RateLimitView>) -> Result<RateLimit, ApiError> {
         .map_err(|(field, err)| ApiError::invalid(format!("rate_limit.{field}: {err}")))
 }
 
-fn expiry(at: Option<&str>, seconds: Option<u64>, now: Timestamp) -> Result<Option<Timestamp>, ApiError> {
+fn expiry(at: Option<&str>, seconds: Option<u64>, now_ms: u64) -> Result<Option<Timestamp>, ApiError> {
+    let now = Timestamp::from_millis(now_ms);
     match (at, seconds) {
         (Some(_), Some(_)) => Err(ApiError::invalid("expires_at, expires_in: give one or the other, not both")),
         (Some(at), None) => {
@@ -302,9 +306,10 @@ fn expiry(at: Option<&str>, seconds: Option<u64>, now: Timestamp) -> Result<Opti
         }
         (None, Some(0)) => Err(ApiError::invalid("expires_in: must be at least 1 second")),
         (None, Some(seconds)) => {
+            let starts = Timestamp::at_least_seconds_after(now_ms, 0);
+            let at = starts.plus_seconds(seconds);
             // Refused rather than clamped, like an `expires_at` past the year 9999.
-            let at = now.plus_seconds(seconds);
-            if i64::try_from(seconds).ok().and_then(|s| now.unix().checked_add(s)) != Some(at.unix()) {
+            if i64::try_from(seconds).ok().and_then(|s| starts.unix().checked_add(s)) != Some(at.unix()) {
                 return Err(ApiError::invalid("expires_in: too far ahead; the latest expiry is 9999-12-31T23:59:59Z"));
             }
             Ok(Some(at))

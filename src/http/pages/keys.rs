@@ -327,10 +327,11 @@ pub async fn rotate(
         "" => 0,
         raw => raw.parse().map_err(|_| PageError::BadRequest("The grace period must be a number of seconds."))?,
     };
-    let now = crate::clock::now();
+    let now_ms = crate::clock::now_millis();
+    let now = Timestamp::from_millis(now_ms);
     let (owner, actor, id) = (signed_in.user.id.clone(), signed_in.actor(), id.into_inner());
     let worker = service.clone();
-    match web::block(move || worker.rotate_key(&owner, &id, grace, None, actor, now)).await? {
+    match web::block(move || worker.rotate_key(&owner, &id, grace, None, actor, now_ms)).await? {
         Ok((NewKey { key, token }, previous)) => {
             let cutoff = previous.revoked_at.unwrap_or(now);
             pages.reveals.put(
