@@ -27,9 +27,16 @@ pub const MAX_GRACE_SECONDS: u64 = 7 * 86_400;
 /// Upper bound for either limit; keeps all bucket arithmetic far from overflow.
 pub const MAX_LIMIT: u32 = 1_000_000_000;
 
+/// Why a key name is refused; each message follows the field's name ("name: …").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("must be 1–100 characters with no control characters")]
-pub struct KeyNameError;
+pub enum KeyNameError {
+    #[error("must not be empty or only spaces")]
+    Empty,
+    #[error("must be at most {MAX_NAME_CHARS} characters")]
+    TooLong,
+    #[error("must not contain control characters such as line breaks or tabs")]
+    ControlCharacter,
+}
 
 /// A key's human name, 1–100 characters (Unicode scalar values), no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,8 +47,14 @@ impl KeyName {
     pub fn parse(input: &str) -> Result<Self, KeyNameError> {
         let trimmed = input.trim();
         let chars = trimmed.chars().count();
-        if chars == 0 || chars > MAX_NAME_CHARS || trimmed.chars().any(char::is_control) {
-            return Err(KeyNameError);
+        if chars == 0 {
+            return Err(KeyNameError::Empty);
+        }
+        if chars > MAX_NAME_CHARS {
+            return Err(KeyNameError::TooLong);
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(KeyNameError::ControlCharacter);
         }
         Ok(KeyName(trimmed.to_owned()))
     }
@@ -157,7 +170,8 @@ pub enum Denial {
 /// Why a requested change to a key is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyChangeError {
-    #[error("grace_seconds must be at most {MAX_GRACE_SECONDS} (7 days)")]
+    /// Shown after the field's name ("grace_seconds: …").
+    #[error("must be at most {MAX_GRACE_SECONDS} seconds (7 days)")]
     GraceTooLong,
     #[error("the key is revoked; a revoked key cannot be rotated")]
     AlreadyRevoked,
@@ -340,9 +354,9 @@ mod tests {
     fn names_are_trimmed_and_bounded_in_characters_not_bytes() {
         assert_eq!(KeyName::parse("  prod  ").unwrap().as_str(), "prod");
         assert!(KeyName::parse(&"é".repeat(100)).is_ok());
-        assert!(KeyName::parse(&"é".repeat(101)).is_err());
-        assert!(KeyName::parse("   ").is_err());
-        assert!(KeyName::parse("a\u{0}b").is_err());
+        assert_eq!(KeyName::parse(&"é".repeat(101)), Err(KeyNameError::TooLong));
+        assert_eq!(KeyName::parse("   "), Err(KeyNameError::Empty));
+        assert_eq!(KeyName::parse("a\u{0}b"), Err(KeyNameError::ControlCharacter));
     }
 
     #[test]

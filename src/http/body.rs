@@ -72,8 +72,22 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = err.path().to_string();
         let message = err.inner().to_string();
         // `.` and `?` are serde_path_to_error's names for "no particular field".
-        let detail =
-            if path == "." || path == "?" { format!("request body: {message}") } else { format!("{path}: {message}") };
+        let top_level = path == "." || path == "?";
+        // serde names a missing field in its message, not its path: put it where every
+        // other detail has the field, first.
+        // (serde_json adds the position, which says nothing more here.)
+        let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(f, _)| f);
+        let detail = match (missing, top_level) {
+            (Some(field), true) => format!("{field}: is required"),
+            (Some(field), false) => format!("{path}.{field}: is required"),
+            // Valid JSON of another type (`null`, `42`, a string): serde's words for it name
+            // our types ("expected struct CreateKey").
+            (None, true) if message.starts_with("invalid type: ") => {
+                "the request body must be a JSON object".to_owned()
+            }
+            (None, true) => format!("request body: {message}"),
+            (None, false) => format!("{path}: {message}"),
+        };
         // Both the path and the message may quote the body (a field name, a value).
         ApiError::invalid(redact(&detail))
     })?;

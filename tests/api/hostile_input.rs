@@ -182,6 +182,20 @@ fn assert_refused_as_not_an_object(response: Response, context: &str) {
     );
     let problem: Value = serde_json::from_str(&text).expect("problem json");
     assert_eq!(problem["code"], "invalid_request", "{context}: {problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    // `{}{}` is an object with trailing JSON, refused as such; every other body here is
+    // not an object at all, which the detail says in our words, not serde's type names.
+    if !context.ends_with("{}{}") {
+        assert_eq!(detail, "the request body must be a JSON object", "{context}");
+    }
+}
+
+#[test]
+fn a_missing_required_field_is_named_first_in_the_detail() {
+    let s = scene();
+    let problem = assert_problem(s.raw(reqwest::Method::POST, "/v1/keys", b"{}".to_vec()), 400, "invalid_request");
+    assert_eq!(problem["detail"], "name: is required");
+    s.assert_unharmed();
 }
 
 #[test]
