@@ -333,8 +333,11 @@ pub fn run(args: ImportArgs) -> Result<(), CliError> {
     }
     let (to_write, verb) = if exists {
         // Plan through a read-only open: even opening redb for writing rewrites bytes in
-        // the file, and a dry run or a refused merge must leave it byte-identical.
-        let existing = ReadOnlyStore::open(target)
+        // the file, and a dry run or a refused merge must leave it byte-identical. It is
+        // refused while a server holds the file, whatever the mode: import needs the server
+        // stopped (SPEC §1), and a dry run or a merge that adds nothing must not report
+        // success where the real run would be refused.
+        let existing = ReadOnlyStore::open_unheld(target)
             .and_then(|store| existing_records(&store.read()?))
             .map_err(|e| CliError::Runtime(e.into()))?;
         let plan = plan_merge(records.clone(), &existing);
@@ -342,8 +345,8 @@ pub fn run(args: ImportArgs) -> Result<(), CliError> {
             return Err(runtime(ImportError::Conflicts(plan.conflicts)));
         }
         if !args.dry_run && !plan.add.is_empty() {
-            // The writable open also tells us if a server holds the file. Plan again under
-            // the write lock, so nothing can have changed since the read-only look.
+            // A server may have started since the read-only look (the writable open refuses
+            // it too). Plan again under the write lock, so nothing can have changed since.
             let store = Store::open(target).map_err(|e| CliError::Runtime(e.into()))?;
             let existing = existing_records(&store.read().map_err(|e| CliError::Runtime(e.into()))?)
                 .map_err(|e| CliError::Runtime(e.into()))?;

@@ -1082,23 +1082,36 @@ fn import_refuses_an_existing_file_without_merge_writes_nothing_on_a_dry_run_and
     assert!(!target.exists(), "a dry run must not create the data file");
     assert!(!target.parent().unwrap().exists(), "a dry run must not create the data file's folder");
 
-    // While a server holds the target: a merge that would write is refused, saying so, and
-    // the server carries on. (Conflicts are found through a read-only look first, so a
-    // conflicting merge is refused for its conflicts even while a server runs; a dry run
-    // only reads, so it may run beside a server.)
+    // While a server holds the target, every merge is refused, saying so, and the server
+    // carries on (SPEC §1: import needs the server stopped): one that would write, its dry
+    // run (which would otherwise promise what the real run refuses), and one that would add
+    // nothing, dry or not.
     let other = TestDir::new();
     other.add_user("carol");
     other.issue_key("carol", &[]);
     let carol = work.path().join("carol.jsonl");
     assert_ok(&backup(&other.data(), &carol, &["--format", "jsonl"]), "carol's jsonl backup");
+    let own = work.path().join("own.jsonl");
+    assert_ok(&backup(&existing.data(), &own, &["--format", "jsonl"]), "the target's own jsonl backup");
     let server = existing.start();
-    let out = import(&carol, &existing.data(), &["--merge"]);
-    assert_refused(&out, 1, &["held by a running"], "import --merge while the server runs");
-    let out = import(&carol, &existing.data(), &["--merge", "--dry-run"]);
-    assert_ok(&out, "import --merge --dry-run beside a running server (read-only)");
-    assert!(text(&out.stdout).starts_with("dry run: would have merged 1 users, 1 keys"), "{}", text(&out.stdout));
+    let path = existing.data().display().to_string();
+    for (file, extra, what) in [
+        (&carol, &["--merge"][..], "import --merge while the server runs"),
+        (&carol, &["--merge", "--dry-run"], "import --merge --dry-run while the server runs"),
+        (&own, &["--merge"], "import --merge that adds nothing while the server runs"),
+        (&own, &["--merge", "--dry-run"], "import --merge --dry-run that adds nothing while the server runs"),
+    ] {
+        let out = import(file, &existing.data(), extra);
+        assert_refused(&out, 1, &["held by a running iblueprint server", "stop the server", &path], what);
+        assert!(text(&out.stdout).is_empty(), "{what} reports nothing done: {}", text(&out.stdout));
+    }
     assert_verifies(&server, &existing_root, "the running server's key after a refused import");
     assert!(server.stop().success());
+
+    // Stopped, the same dry run goes through.
+    let out = import(&carol, &existing.data(), &["--merge", "--dry-run"]);
+    assert_ok(&out, "import --merge --dry-run with the server stopped");
+    assert!(text(&out.stdout).starts_with("dry run: would have merged 1 users, 1 keys"), "{}", text(&out.stdout));
 }
 
 #[test]

@@ -7,7 +7,10 @@
 
 use std::path::Path;
 
-use redb::{Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    ConcurrencyMode, Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    TableDefinition,
+};
 
 use super::{
     AUDIT, BUCKETS, KEY_HASHES, KEYS, META, NEXT_KEY_SEQ, ReadTxn, Reads, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SESSIONS,
@@ -61,11 +64,26 @@ pub struct ReadOnlyStore {
 }
 
 impl ReadOnlyStore {
+    /// Opens the file beside a running server, if there is one (for `backup`).
     pub fn open(path: &Path) -> Result<ReadOnlyStore, StoreError> {
+        ReadOnlyStore::open_in(path, builder())
+    }
+
+    /// Opens the file for a command that needs the server stopped even when it only reads
+    /// (`import`, dry runs and merges that add nothing included), without writing to it: a
+    /// read-only handle in exclusive-writer mode is refused ([`StoreError::Locked`]) while
+    /// a server holds the file, and keeps one from starting while it lives.
+    pub fn open_unheld(path: &Path) -> Result<ReadOnlyStore, StoreError> {
+        let mut exclusive = Database::builder();
+        exclusive.set_concurrency_mode(ConcurrencyMode::ExclusiveWriter);
+        ReadOnlyStore::open_in(path, exclusive)
+    }
+
+    fn open_in(path: &Path, builder: redb::Builder) -> Result<ReadOnlyStore, StoreError> {
         if !path.exists() {
             return Err(StoreError::Missing(path.to_owned()));
         }
-        let db = builder().open_read_only(path).map_err(|err| match err {
+        let db = builder.open_read_only(path).map_err(|err| match err {
             DatabaseError::RepairAborted => StoreError::NeedsRecovery(path.to_owned()),
             other => open_error(path, other),
         })?;
