@@ -17,8 +17,12 @@
 //! numbers after the file's own, so they list as newest). Records the file already has are
 //! kept as the file has them. A conflict refuses the whole import: a user id or username
 //! that means another user, a key id with another owner or hash, a key hash under another
-//! id, a key the backup revokes earlier than the file does (including one the file has not
-//! revoked, or is only rotating), or a user the backup shows disabled and the file does not.
+//! id, a key whose fixed content differs (what no change after creation touches: its
+//! secret's ends, creation and expiry times, scopes, and whose rate-limit buckets it draws
+//! from; see `fixed_differences`), a key the backup revokes earlier than the file does
+//! (including one the file has not revoked, or is only rotating), or a user the backup shows
+//! disabled and the file does not. A key's name, rate limit and usage may differ: the
+//! file's are kept.
 //! A merge never un-revokes, and never silently drops a revocation or a disabling either.
 //! Audit events are not merged.
 
@@ -280,18 +284,11 @@ pub fn plan_merge(incoming: Vec<Record>, existing: &[Record]) -> MergePlan {
                     added_keys.insert(key.id.clone());
                     add.push(record.clone());
                 }
-                (Some(have), _) if have.user_id != key.user_id || have.hash != key.hash => {
-                    conflicts.push(format!("key id {} has another owner or secret in the data file", key.id));
-                }
                 (None, Some(have)) => conflicts.push(format!(
                     "key {} in the backup has the same secret hash as key {} in the data file",
                     key.id, have.id
                 )),
-                (Some(have), _) if stops_earlier(key.revoked_at, have.revoked_at) => conflicts.push(format!(
-                    "key {} stops working earlier in the backup than in the data file; revoke it first if that is intended",
-                    key.id
-                )),
-                _ => {}
+                (Some(have), _) => conflicts.extend(key_conflict(key, have)),
             },
             _ => {}
         }
@@ -305,6 +302,59 @@ pub fn plan_merge(incoming: Vec<Record>, existing: &[Record]) -> MergePlan {
         }
     }
     MergePlan { add, conflicts }
+}
+
+/// Why the backup's record of a key the data file also has (same id) refuses the merge, if
+/// it does. The two may differ only as one key's record can differ from itself later or
+/// earlier in its life; the file's record is kept either way.
+fn key_conflict(backup: &Key, file: &Key) -> Option<String> {
+    if backup.user_id != file.user_id || backup.hash != file.hash {
+        return Some(format!("key id {} has another owner or secret in the data file", backup.id));
+    }
+    let fields = fixed_differences(backup, file);
+    if !fields.is_empty() {
+        return Some(format!(
+            "key {} differs from the data file's in {}, which never change after a key is created",
+            backup.id,
+            fields.join(", ")
+        ));
+    }
+    if stops_earlier(backup.revoked_at, file.revoked_at) {
+        return Some(format!(
+            "key {} stops working earlier in the backup than in the data file; revoke it first if that is intended",
+            backup.id
+        ));
+    }
+    None
+}
+
+/// The fields, besides owner and hash, that are fixed when a key is created and that the two
+/// records of one key disagree on. Nothing changes these after the key is first stored:
+/// `start` and `end` are the ends of its secret (they go with the hash); `created_at` is
+/// the creation; `expires_at` and `scopes` are part of what was asked for (updates take a
+/// name and a rate limit only, and a rotation gives them to the successor, leaving the old
+/// key's alone); `limit_id` is its own id or, for a rotation's successor, its
+/// predecessor's, set before it is stored.
+///
+/// Not compared, because they legitimately differ between two copies of one key: `seq`
+/// (each file's own order; a merge renumbers the keys it adds), `name` and `rate_limit`
+/// (an owner may change them at any time), `last_used_at` and `request_count` (usage,
+/// written by the limiter), and `revoked_at`, which only ever moves earlier (revoking cuts
+/// a grace period short, and never revives a key), so only a backup that stops the key
+/// earlier than the file conflicts ([`stops_earlier`]). Rate-limit levels are not part of
+/// the record; the file keeps its own.
+fn fixed_differences(backup: &Key, file: &Key) -> Vec<&'static str> {
+    [
+        ("start", backup.start != file.start),
+        ("end", backup.end != file.end),
+        ("created_at", backup.created_at != file.created_at),
+        ("expires_at", backup.expires_at != file.expires_at),
+        ("scopes", backup.scopes != file.scopes),
+        ("limit_id", backup.limit_id != file.limit_id),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect()
 }
 
 /// Whether a revocation time in the backup cuts a key off before the data file's does
@@ -432,6 +482,40 @@ mod tests {
         let mut later = in_file.clone();
         later.revoked_at = Some(Timestamp::from_unix(9_000));
         assert!(plan_merge(vec![Record::Key(later)], &existing).conflicts.is_empty());
+    }
+
+    #[test]
+    fn a_key_conflicts_on_what_is_fixed_at_creation_and_not_on_what_changes_later() {
+        let alice = user("alice");
+        let in_file = key(&alice);
+        let existing = vec![Record::User(alice.clone()), Record::Key(in_file.clone())];
+        let conflicts_with = |field: &str, edit: fn(&mut Key)| {
+            let mut in_backup = in_file.clone();
+            edit(&mut in_backup);
+            let plan = plan_merge(vec![Record::Key(in_backup)], &existing);
+            assert_eq!(plan.conflicts.len(), 1, "{field}: {:?}", plan.conflicts);
+            assert!(plan.conflicts[0].contains(&format!("in {field},")), "{field}: {:?}", plan.conflicts);
+        };
+        conflicts_with("start", |k| k.start = "ibp_zzzz".into());
+        conflicts_with("end", |k| k.end = "zzzz".into());
+        conflicts_with("created_at", |k| k.created_at = Timestamp::from_unix(7));
+        conflicts_with("expires_at", |k| k.expires_at = Some(Timestamp::from_unix(9_000)));
+        conflicts_with("scopes", |k| k.scopes = crate::domain::Scopes::parse(&["keys:read"]).unwrap());
+        conflicts_with("limit_id", |k| k.limit_id = KeyId::parse("key_0000000000000000").unwrap());
+
+        let mut lived = in_file.clone();
+        lived.seq = 99;
+        lived.name = crate::domain::KeyName::parse("renamed").unwrap();
+        lived.rate_limit = RateLimit::new(Some(5), None).unwrap();
+        lived.last_used_at = Some(Timestamp::from_unix(100));
+        lived.request_count = 42;
+        let plan = plan_merge(vec![Record::Key(lived)], &existing);
+        assert!(plan.conflicts.is_empty() && plan.add.is_empty(), "{:?}", plan.conflicts);
+        // A file that revoked the key after the backup was taken keeps its revocation.
+        let mut revoked = in_file.clone();
+        revoked.revoked_at = Some(Timestamp::from_unix(50));
+        let plan = plan_merge(vec![Record::Key(in_file)], &[Record::User(alice), Record::Key(revoked)]);
+        assert!(plan.conflicts.is_empty() && plan.add.is_empty(), "{:?}", plan.conflicts);
     }
 
     #[test]

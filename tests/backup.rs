@@ -1203,6 +1203,80 @@ fn a_merge_adds_missing_users_and_keys_and_a_username_conflict_refuses_all_of_it
     assert_byte_identical(&target.data(), &before, "a merge refused for a conflict");
 }
 
+/// Writes `lines` with the record at `at` replaced by `record` changed by `edit`, as `name`
+/// in `dir`.
+fn with_record_edited(dir: &Path, name: &str, lines: &[String], at: usize, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let mut record: Value = serde_json::from_str(&lines[at]).unwrap();
+    edit(&mut record);
+    let mut lines = lines.to_vec();
+    lines[at] = record.to_string();
+    let path = dir.join(name);
+    write_lines(&path, &lines);
+    path
+}
+
+#[test]
+fn a_merge_refuses_a_key_whose_fixed_content_differs_but_not_one_whose_name_limit_or_usage_does() {
+    let (target, _) = small_data_file();
+    let work = tempfile::tempdir().unwrap();
+    let original = work.path().join("original.jsonl");
+    assert_ok(&backup(&target.data(), &original, &["--format", "jsonl"]), "jsonl backup");
+    let lines = export_lines(&original);
+    let key_lines: Vec<usize> =
+        (0..lines.len()).filter(|&i| serde_json::from_str::<Value>(&lines[i]).unwrap()["type"] == "key").collect();
+    let (at, other_at) = (key_lines[0], key_lines[1]);
+    let id = serde_json::from_str::<Value>(&lines[at]).unwrap()["id"].as_str().unwrap().to_owned();
+    let other_id = serde_json::from_str::<Value>(&lines[other_at]).unwrap()["id"].as_str().unwrap().to_owned();
+    let before = sha(&target.data());
+
+    // Each field a key is created with and that nothing changes afterwards, changed alone
+    // with the id and hash kept: the whole merge is refused, naming the key and the field.
+    for (field, value) in [
+        ("scopes", json!(["billing:read"])),
+        ("created_at", json!("2020-01-01T00:00:00Z")),
+        ("expires_at", json!("2099-01-01T00:00:00Z")),
+        ("start", json!("ibp_zzzz")),
+        ("end", json!("zzzz")),
+        ("limit_id", json!(other_id)),
+    ] {
+        let edited = with_record_edited(work.path(), &format!("{field}.jsonl"), &lines, at, |r| r[field] = value);
+        for extra in [&["--merge"][..], &["--merge", "--dry-run"]] {
+            let what = format!("import {} with another {field}", extra.join(" "));
+            let stderr = assert_refused(
+                &import(&edited, &target.data(), extra),
+                1,
+                &["1 conflict(s)", "nothing was imported", &id, field],
+                &what,
+            );
+            assert_eq!(stderr.lines().count(), 2, "{what}: one line, then the one conflict: {stderr:?}");
+        }
+        assert_byte_identical(&target.data(), &before, &format!("a merge refused for another {field}"));
+    }
+
+    // Two keys with changed scopes: both are listed, in one refusal.
+    let one = with_record_edited(work.path(), "one.jsonl", &lines, at, |r| r["scopes"] = json!(["billing:read"]));
+    let both = with_record_edited(work.path(), "both.jsonl", &export_lines(&one), other_at, |r| {
+        r["created_at"] = json!("2020-01-01T00:00:00Z");
+    });
+    let stderr = assert_refused(&import(&both, &target.data(), &["--merge"]), 1, &["2 conflict(s)"], "two conflicts");
+    assert!(stderr.contains(&format!("key {id} ")) && stderr.contains(&format!("key {other_id} ")), "{stderr}");
+    assert_byte_identical(&target.data(), &before, "a merge refused for two conflicts");
+
+    // What changes in a key's life (its name, rate limit, usage counters, its place in the
+    // file's order) is no conflict: the merge adds nothing and the file keeps its own.
+    let lived = with_record_edited(work.path(), "lived.jsonl", &lines, at, |r| {
+        r["name"] = json!("renamed");
+        r["rate_limit"] = json!({"per_hour": 5, "per_day": null});
+        r["request_count"] = json!(99);
+        r["last_used_at"] = json!("2030-01-01T00:00:00Z");
+        r["seq"] = json!(1000);
+    });
+    let out = import(&lived, &target.data(), &["--merge"]);
+    assert_ok(&out, "a merge of a key whose name, limit and usage changed");
+    assert!(text(&out.stdout).starts_with("merged 0 users, 0 keys"), "{}", text(&out.stdout));
+    assert_byte_identical(&target.data(), &before, "a merge that adds nothing");
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. A data file from a newer binary
 // ---------------------------------------------------------------------------------------
