@@ -634,6 +634,72 @@ fn the_data_flag_beats_iblueprint_data() {
 }
 
 // ---------------------------------------------------------------------------------------
+// A damaged data file, or a folder where it should be
+// ---------------------------------------------------------------------------------------
+
+/// Runs each command that opens the data file at `data` (in `dir`, with `backup` a good
+/// backup to import) and returns what each printed, by its command line.
+fn every_opener(dir: &Path, data: &Path, backup: &Path) -> Vec<(String, Output)> {
+    let (data, backup) = (data.to_str().unwrap(), backup.to_str().unwrap());
+    let out = dir.join("out.redb");
+    let out = out.to_str().unwrap();
+    [
+        &["users", "list", "--data", data][..],
+        &["users", "issue-key", "alice", "--name", "k", "--data", data],
+        &["serve", "--listen", "127.0.0.1:0", "--data", data],
+        &["backup", "--out", out, "--data", data],
+        &["import", backup, "--data", data, "--merge"],
+        &["import", backup, "--data", data, "--merge", "--dry-run"],
+    ]
+    .into_iter()
+    .map(|args| (args.join(" "), run_to_exit(command_in(dir, args), dir)))
+    .collect()
+}
+
+#[test]
+fn a_truncated_data_file_is_called_damaged_once_by_every_command_that_opens_it_and_left_as_it_was() {
+    let dir = TestDir::new();
+    dir.add_user("alice");
+    dir.issue_key("alice", &[]);
+    let work = dir.dir.path();
+    let backup = work.join("good.jsonl");
+    assert_ok(&dir.cli(&["backup", "--out", backup.to_str().unwrap(), "--format", "jsonl"], ""));
+    let whole = std::fs::read(dir.data()).unwrap();
+    // Cut inside the header, inside the first pages, and halfway.
+    for len in [100, 5_000, whole.len() / 2] {
+        let cut = work.join(format!("cut-{len}.redb"));
+        std::fs::write(&cut, &whole[..len]).unwrap();
+        let path = cut.display().to_string();
+        for (command, out) in every_opener(work, &cut, &backup) {
+            let line = assert_fails(&out, 1, &[&path, "damaged or truncated", "restore it from a backup"]);
+            assert!(!line.contains("I/O error") && !line.contains("fill whole buffer"), "{command}: {line}");
+            assert_eq!(line.matches("damaged").count(), 1, "{command} says it once: {line}");
+        }
+        assert!(std::fs::read(&cut).unwrap() == whole[..len], "a damaged file is left as it was ({len} bytes)");
+        assert!(!work.join("out.redb").exists(), "no backup of a damaged file");
+    }
+}
+
+#[test]
+fn a_folder_given_as_the_data_file_is_refused_naming_it_once() {
+    let dir = TestDir::new();
+    dir.add_user("alice");
+    let work = dir.dir.path();
+    let backup = work.join("good.jsonl");
+    assert_ok(&dir.cli(&["backup", "--out", backup.to_str().unwrap(), "--format", "jsonl"], ""));
+    let folder = work.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let path = folder.display().to_string();
+    let mut runs = every_opener(work, &folder, &backup);
+    runs.push(("check".into(), run_to_exit(command_in(work, &["check", "--data", &path]), work)));
+    for (command, out) in runs {
+        let line = assert_fails(&out, 1, &[&path, "is a folder", "point --data"]);
+        assert!(!line.contains("os error"), "{command}: {line}");
+    }
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0, "nothing was created in the folder");
+}
+
+// ---------------------------------------------------------------------------------------
 // version and usage errors
 // ---------------------------------------------------------------------------------------
 

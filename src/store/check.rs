@@ -16,7 +16,8 @@ use redb::{ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableT
 
 use super::{
     AUDIT, BUCKETS, KEY_HASHES, KEYS, NEXT_KEY_SEQ, ReadTxn, Reads, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SESSIONS,
-    StoreError, USER_KEYS, USERNAMES, USERS, builder, decode, open_error, private_copy, surviving_panics,
+    StoreError, USER_KEYS, USERNAMES, USERS, builder, decode, open_error, private_copy, refuse_folder,
+    surviving_panics,
 };
 use crate::domain::ratelimit::Buckets;
 use crate::domain::session::Session;
@@ -43,6 +44,7 @@ pub fn check_file(path: &Path, now: Timestamp) -> Result<CheckReport, StoreError
     if !path.exists() {
         return Err(StoreError::Missing(path.to_owned()));
     }
+    refuse_folder(path)?;
     // redb may panic on a file damaged in ways it does not expect (a malformed allocator
     // state, say), from the first open on: that is a finding, not a crash of `check`.
     surviving_panics(|| check_guarded(path, now)).unwrap_or_else(|| {
@@ -84,7 +86,7 @@ fn check_guarded(path: &Path, now: Timestamp) -> Result<CheckReport, StoreError>
 
 /// Length and modification time: enough to notice a writer touching the file mid-copy.
 fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>), StoreError> {
-    let meta = std::fs::metadata(path).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    let meta = std::fs::metadata(path).map_err(|error| StoreError::Open { path: path.to_owned(), error })?;
     Ok((meta.len(), meta.modified().ok()))
 }
 

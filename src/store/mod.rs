@@ -92,6 +92,9 @@ const NEXT_KEY_SEQ: &str = "next_key_seq";
 /// levels of each B-tree; 64 MiB holds that for millions of keys and keeps RSS modest.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Why the store failed. Each message names the file and says what to do, and carries the
+/// underlying error's text itself: no variant hands it on as a `source()` as well, so an
+/// error chain printed whole (`{:#}`, as the command line does) says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -110,12 +113,27 @@ pub enum StoreError {
         "the data file {0} was not shut down cleanly; start `iblueprint serve` on it once (it recovers on open), then try again"
     )]
     NeedsRecovery(PathBuf),
-    #[error("cannot open the data file {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the data file {path} is damaged or truncated ({reason}); restore it from a backup (copy a redb backup into place, or `iblueprint import` one into a new file), or point --data at the right file"
+    )]
+    Damaged { path: PathBuf, reason: String },
+    #[error(
+        "the data file {0} is a folder; point --data (or IBLUEPRINT_DATA) at a file, e.g. {file}",
+        file = .0.join("iblueprint.redb").display()
+    )]
+    Folder(PathBuf),
+    #[error("cannot open the data file {path}: {error}")]
+    Open { path: PathBuf, error: std::io::Error },
     #[error("stored record in table `{table}` is corrupt: {reason}")]
     Corrupt { table: &'static str, reason: String },
     #[error("database error: {0}")]
-    Database(#[from] redb::Error),
+    Database(redb::Error),
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(err: redb::Error) -> Self {
+        StoreError::Database(err)
+    }
 }
 
 impl StoreError {
@@ -157,13 +175,18 @@ impl Store {
     /// and migrating an older schema. An existing file is vetted read-only first, so a file
     /// we refuse (not ours, newer schema) is left exactly as it was.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        refuse_folder(path)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+            std::fs::create_dir_all(parent).map_err(|error| StoreError::Open { path: path.to_owned(), error })?;
         }
+        Store::open_file(path).map_err(|err| as_damage(path, err))
+    }
+
+    fn open_file(path: &Path) -> Result<Store, StoreError> {
         if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             vet_read_only(path)?;
         }
-        let db = builder().create(path).map_err(|err| open_error(path, err))?;
+        let db = builder().create(path).map_err(|err| open_data_error(path, err))?;
         Store::from_database(db, path)
     }
 
@@ -353,7 +376,7 @@ fn vet_read_only(path: &Path) -> Result<(), StoreError> {
     let db = match builder().open_read_only(path) {
         Ok(db) => db,
         Err(DatabaseError::RepairAborted) => return Ok(()),
-        Err(err) => return Err(open_error(path, err)),
+        Err(err) => return Err(open_data_error(path, err)),
     };
     let read = db.begin_read()?;
     let tables: Vec<String> = read.list_tables()?.map(|t| t.name().to_owned()).collect();
@@ -376,7 +399,7 @@ fn migrate(_tx: &mut WriteTxn, from: u64) -> Result<(), StoreError> {
 /// the original. Beside it, on a disk that held the file once already (the system's temp
 /// folder may be a small tmpfs), or in the temp folder when that folder is not writable.
 fn private_copy(path: &Path) -> Result<tempfile::NamedTempFile, StoreError> {
-    let failed = |source| StoreError::Open { path: path.to_owned(), source };
+    let failed = |error| StoreError::Open { path: path.to_owned(), error };
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let copy = tempfile::NamedTempFile::new_in(folder).or_else(|_| tempfile::NamedTempFile::new()).map_err(failed)?;
     std::fs::copy(path, copy.path()).map_err(failed)?;
@@ -401,7 +424,7 @@ fn open_error(path: &Path, err: DatabaseError) -> StoreError {
         DatabaseError::Storage(redb::StorageError::Io(source)) if source.kind() == std::io::ErrorKind::InvalidData => {
             StoreError::NotADataFile { path: path.to_owned(), reason: source.to_string() }
         }
-        DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Open { path: path.to_owned(), source },
+        DatabaseError::Storage(redb::StorageError::Io(error)) => StoreError::Open { path: path.to_owned(), error },
         DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
             StoreError::NotADataFile { path: path.to_owned(), reason }
         }
@@ -411,6 +434,40 @@ fn open_error(path: &Path, err: DatabaseError) -> StoreError {
         },
         other => StoreError::Database(other.into()),
     }
+}
+
+/// [`open_error`] for the data file itself: a page redb finds corrupt, or a read past the
+/// file's end (a truncated copy), means the file is damaged, and says what to do then.
+fn open_data_error(path: &Path, err: DatabaseError) -> StoreError {
+    match err {
+        DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+            StoreError::Damaged { path: path.to_owned(), reason }
+        }
+        other => as_damage(path, open_error(path, other)),
+    }
+}
+
+/// An error met while opening the data file (and reading its schema), restated as damage
+/// when the file is at fault, as in [`open_data_error`]. Only for opens: after a good open,
+/// a failed read more likely means a failing disk, which [`StoreError::is_unavailable`]
+/// reports.
+fn as_damage(path: &Path, err: StoreError) -> StoreError {
+    let reason = match &err {
+        StoreError::Database(redb::Error::Corrupted(reason)) => reason.clone(),
+        StoreError::Database(redb::Error::Io(error)) | StoreError::Open { error, .. }
+            if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            "it ends before the data it records".to_owned()
+        }
+        _ => return err,
+    };
+    StoreError::Damaged { path: path.to_owned(), reason }
+}
+
+/// A folder where the data file should be is refused up front, before redb's own open
+/// turns it into an "Is a directory" that does not say which file or what to do.
+fn refuse_folder(path: &Path) -> Result<(), StoreError> {
+    if path.is_dir() { Err(StoreError::Folder(path.to_owned())) } else { Ok(()) }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {

@@ -14,7 +14,8 @@ use redb::{
 
 use super::{
     AUDIT, BUCKETS, KEY_HASHES, KEYS, META, NEXT_KEY_SEQ, ReadTxn, Reads, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SESSIONS,
-    StoreError, USER_KEYS, USERNAMES, USERS, WriteTxn, builder, check_schema, codec, decode, open_error,
+    StoreError, USER_KEYS, USERNAMES, USERS, WriteTxn, as_damage, builder, check_schema, codec, decode,
+    open_data_error, open_error, refuse_folder,
 };
 use crate::domain::ratelimit::Buckets;
 use crate::domain::{AuditEvent, Key, KeyId, Timestamp, User};
@@ -76,16 +77,29 @@ impl ReadOnlyStore {
     pub fn open_unheld(path: &Path) -> Result<ReadOnlyStore, StoreError> {
         let mut exclusive = Database::builder();
         exclusive.set_concurrency_mode(ConcurrencyMode::ExclusiveWriter);
-        ReadOnlyStore::open_in(path, exclusive)
+        match ReadOnlyStore::open_in(path, exclusive) {
+            // This mode measures the file against its header and takes a truncated one for
+            // one that needs recovery; the shared reader does not, and finds it truncated
+            // when it reads. Ask it which, so a damaged file is not sent to `serve`.
+            Err(StoreError::NeedsRecovery(_)) => {
+                ReadOnlyStore::open(path).and(Err(StoreError::NeedsRecovery(path.to_owned())))
+            }
+            opened => opened,
+        }
     }
 
     fn open_in(path: &Path, builder: redb::Builder) -> Result<ReadOnlyStore, StoreError> {
         if !path.exists() {
             return Err(StoreError::Missing(path.to_owned()));
         }
+        refuse_folder(path)?;
+        ReadOnlyStore::open_file(path, builder).map_err(|err| as_damage(path, err))
+    }
+
+    fn open_file(path: &Path, builder: redb::Builder) -> Result<ReadOnlyStore, StoreError> {
         let db = builder.open_read_only(path).map_err(|err| match err {
             DatabaseError::RepairAborted => StoreError::NeedsRecovery(path.to_owned()),
-            other => open_error(path, other),
+            other => open_data_error(path, other),
         })?;
         let store = ReadOnlyStore { db };
         let read = store.read()?;
