@@ -929,6 +929,56 @@ fn serve_with_only_listen_creates_data_iblueprint_redb_under_the_current_folder(
     assert!(log.contains("users add"), "{log}");
 }
 
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn the_data_file_and_folders_iblueprint_creates_are_its_owners_alone_and_the_operators_keep_their_modes() {
+    // `serve` with no data setting makes ./data and ./data/iblueprint.redb.
+    let dir = TestDir::new();
+    let served = Served::start(
+        command_in(dir.dir.path(), &["serve", "--listen", "127.0.0.1:0"]),
+        dir.dir.path().join("serve.log"),
+    );
+    let folder = dir.dir.path().join("data");
+    assert_eq!(mode_of(&folder), 0o700, "the folder serve made");
+    assert_eq!(mode_of(&folder.join("iblueprint.redb")), 0o600, "the data file serve made");
+    assert_eq!(served.stop().code(), Some(0));
+    assert_eq!(mode_of(&folder.join("iblueprint.redb")), 0o600, "the data file after serve stopped");
+
+    // `users add` on a path two missing folders deep.
+    let nested = dir.dir.path().join("a").join("b").join("x.redb");
+    let add = |data: &Path| {
+        let args = ["users", "add", "alice", "--password-stdin", "--data", data.to_str().unwrap()];
+        assert_ok(&run_cli(&args, None, &password_line()));
+    };
+    add(&nested);
+    assert_eq!(mode_of(&dir.dir.path().join("a")), 0o700, "every folder users add made");
+    assert_eq!(mode_of(&dir.dir.path().join("a").join("b")), 0o700, "every folder users add made");
+    assert_eq!(mode_of(&nested), 0o600, "the data file users add made");
+
+    // A folder the operator made keeps its mode, and the new file in it is still private;
+    // a file the operator made (empty, for iblueprint to fill) keeps its mode too.
+    let theirs = dir.dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    set_mode(&theirs, 0o750);
+    add(&theirs.join("new.redb"));
+    assert_eq!(mode_of(&theirs), 0o750, "the operator's folder");
+    assert_eq!(mode_of(&theirs.join("new.redb")), 0o600, "a new data file in the operator's folder");
+    let their_file = theirs.join("made.redb");
+    std::fs::write(&their_file, b"").unwrap();
+    set_mode(&their_file, 0o640);
+    add(&their_file);
+    assert_eq!(mode_of(&their_file), 0o640, "the operator's own (empty) data file");
+}
+
 // ---------------------------------------------------------------------------------------
 // serve: shutdown and logs
 // ---------------------------------------------------------------------------------------

@@ -171,14 +171,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the data file as its one writer, creating it (and its folder) when missing,
-    /// and migrating an older schema. An existing file is vetted read-only first, so a file
-    /// we refuse (not ours, newer schema) is left exactly as it was.
+    /// Opens the data file as its one writer, creating it (0600, and its folder 0700) when
+    /// missing, and migrating an older schema. An existing file is vetted read-only first,
+    /// so a file we refuse (not ours, newer schema) is left exactly as it was.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         refuse_folder(path)?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|error| StoreError::Open { path: path.to_owned(), error })?;
-        }
+        create_private(path)?;
         Store::open_file(path).map_err(|err| as_damage(path, err))
     }
 
@@ -462,6 +460,24 @@ fn as_damage(path: &Path, err: StoreError) -> StoreError {
         _ => return err,
     };
     StoreError::Damaged { path: path.to_owned(), reason }
+}
+
+/// Creates the data file (mode 0600) and its folder (0700, and any folder above it that is
+/// missing too) when they do not exist yet, for redb to initialise: the file holds password
+/// and key hashes, which are for its owner alone, and redb would create it readable by
+/// everyone (0644 under the usual umask). What the operator made already keeps its mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let failed = |error| StoreError::Open { path: path.to_owned(), error };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(failed)?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        // The usual case (or another process made it a moment ago): it keeps its mode.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(failed(error)),
+    }
 }
 
 /// A folder where the data file should be is refused up front, before redb's own open
