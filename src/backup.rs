@@ -72,16 +72,7 @@ pub fn run(args: BackupArgs) -> Result<(), CliError> {
     File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing the folder {}", dir.display()))?;
 
     let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "saved {} users, {} keys ({} revoked), {} rate-limit states and {} audit events to {} ({})",
-        expected.users,
-        expected.keys,
-        expected.revoked,
-        expected.buckets,
-        expected.audit,
-        out.display(),
-        human_size(size)
-    );
+    println!("saved {expected} to {} ({})", out.display(), human_size(size));
     Ok(())
 }
 

@@ -135,7 +135,7 @@ pub fn read_jsonl(source: impl Read) -> Result<(ExportHeader, Vec<Record>), Impo
     }
     if counts != header.counts {
         return Err(ImportError::File(format!(
-            "the export is incomplete or altered: the header promises {:?} but the file holds {:?}",
+            "the export is incomplete or altered (lines missing, added or repeated): the header promises {} but the file holds {}",
             header.counts, counts
         )));
     }
@@ -416,15 +416,7 @@ pub fn run(args: ImportArgs) -> Result<(), CliError> {
     let mut counts = Counts::default();
     to_write.iter().for_each(|r| counts.add(r, now));
     let prefix = if args.dry_run { "dry run: would have " } else { "" };
-    println!(
-        "{prefix}{verb} {} users, {} keys ({} revoked), {} rate-limit states and {} audit events into {}",
-        counts.users,
-        counts.keys,
-        counts.revoked,
-        counts.buckets,
-        counts.audit,
-        target.display()
-    );
+    println!("{prefix}{verb} {counts} into {}", target.display());
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `iblueprint serve`: resolve the configuration, open the store, run the HTTP server until
 //! SIGTERM or Ctrl-C, and shut down cleanly.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,12 +70,27 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
                 );
             }
     })
-    .with_context(|| format!("serving on {}", config.listen))?;
+    .map_err(|err| listen_error(err, config.listen, config.metrics_listen))?;
     // Requests in flight have finished; write the last rate-limit levels and usage.
     flusher.stop();
     close(service);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Why serving stopped with an error. An address someone else holds is the common case at
+/// start-up (a second server, a leftover process), and says what to do about it.
+fn listen_error(err: std::io::Error, listen: SocketAddr, metrics: Option<SocketAddr>) -> anyhow::Error {
+    if err.kind() != std::io::ErrorKind::AddrInUse {
+        return anyhow::Error::new(err).context(format!("serving on {listen}"));
+    }
+    let addresses = match metrics {
+        Some(metrics) => format!("{listen} (API) or {metrics} (metrics)"),
+        None => listen.to_string(),
+    };
+    anyhow::anyhow!(
+        "{addresses} is already in use by another program (another iblueprint?); stop it, or choose another address with --listen, IBLUEPRINT_LISTEN or `listen` in the config (`metrics.listen` for metrics)"
+    )
 }
 
 /// Closes the data file cleanly. The server's worker threads let go of the service a moment

@@ -906,7 +906,13 @@ fn bad_input_to_import_is_refused_with_a_precise_message_and_the_target_left_unt
     let mut edited = lines.clone();
     edited[0] = bump_count(&edited[0], "keys", 1);
     write_lines(&miscounted, &edited);
-    assert_import_refused(&miscounted, &existing.data(), &["header promises"], "a jsonl with wrong header counts");
+    // Said in words, not as a Rust struct.
+    assert_import_refused(
+        &miscounted,
+        &existing.data(),
+        &["header promises", " keys (", "but the file holds"],
+        "a jsonl with wrong header counts",
+    );
     let short = at("short.jsonl");
     write_lines(&short, &lines[..lines.len() - 1]);
     assert_import_refused(&short, &existing.data(), &["header promises"], "a jsonl missing its last line");

@@ -811,6 +811,20 @@ fn serve_on_a_data_file_held_by_another_server_exits_1_saying_so() {
     assert!(!stdout_of(&out).contains("listening"));
 }
 
+#[test]
+fn serve_on_an_address_already_in_use_exits_1_naming_it_and_what_to_do() {
+    let dir = TestDir::new();
+    dir.add_user("alice");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let data = dir.data();
+    let mut command = command_in(dir.dir.path(), &["serve", "--listen", &address, "--data", data.to_str().unwrap()]);
+    command.env("RUST_LOG", "warn");
+    let out = run_to_exit(command, dir.dir.path());
+    assert_fails(&out, 1, &[&address, "already in use", "--listen"]);
+    assert!(!stdout_of(&out).contains("listening"));
+}
+
 // ---------------------------------------------------------------------------------------
 // serve: precedence and defaults
 // ---------------------------------------------------------------------------------------

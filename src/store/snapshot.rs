@@ -42,6 +42,18 @@ pub struct Counts {
     pub audit: u64,
 }
 
+/// "2 users, 5 keys (1 revoked), 3 rate-limit states and 9 audit events": how reports and
+/// error messages say what a file holds.
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Counts { users, keys, revoked, buckets, audit } = self;
+        write!(
+            f,
+            "{users} users, {keys} keys ({revoked} revoked), {buckets} rate-limit states and {audit} audit events"
+        )
+    }
+}
+
 impl Counts {
     pub fn add(&mut self, record: &Record, now: Timestamp) {
         match record {
