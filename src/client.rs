@@ -39,9 +39,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::cli::{CliError, KeySpecArgs, KeysArgs, KeysCommand};
-use crate::domain::KeyId;
+use crate::domain::key::MAX_GRACE_SECONDS;
 use crate::domain::time::parse_duration;
 use crate::domain::token::{self, Token, TokenError};
+use crate::domain::{KeyId, RateLimit};
 
 pub const API_KEY_VAR: &str = "IBLUEPRINT_API_KEY";
 pub const URL_VAR: &str = "IBLUEPRINT_URL";
@@ -84,11 +85,19 @@ impl Action {
                 body.insert("scopes".into(), json!(scopes));
                 // Neither flag: the server's default limit applies. One flag: the other
                 // period is unlimited, as in `users issue-key`.
+                // Checked here as `users issue-key` checks them, so a mistake in a flag is a
+                // usage error (exit 2) naming the flag, not the server's 400 naming its field.
+                RateLimit::new(per_hour, per_day)
+                    .map_err(|(field, e)| CliError::usage(format!("--{}: {e}", field.replace('_', "-"))))?;
                 if per_hour.is_some() || per_day.is_some() {
                     body.insert("rate_limit".into(), json!({ "per_hour": per_hour, "per_day": per_day }));
                 }
                 if let Some(raw) = expires_in {
-                    body.insert("expires_in".into(), json!(duration_arg("--expires-in", &raw)?));
+                    let seconds = duration_arg("--expires-in", &raw)?;
+                    if seconds == 0 {
+                        return Err(CliError::usage("--expires-in: must be at least 1s"));
+                    }
+                    body.insert("expires_in".into(), json!(seconds));
                 }
                 Action::Create(Value::Object(body))
             }
@@ -96,6 +105,9 @@ impl Action {
             KeysCommand::Revoke { id } => Action::Revoke(key_id_arg(&id)?),
             KeysCommand::Rotate { id, grace } => {
                 let grace = grace.map(|raw| duration_arg("--grace", &raw)).transpose()?.unwrap_or(0);
+                if grace > MAX_GRACE_SECONDS {
+                    return Err(CliError::usage(format!("--grace: must be at most 7d ({MAX_GRACE_SECONDS}s)")));
+                }
                 Action::Rotate(key_id_arg(&id)?, grace)
             }
         })

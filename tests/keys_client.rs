@@ -297,6 +297,11 @@ fn bad_arguments_exit_2_before_any_request() {
     let key = Some(f.root_key.as_str());
     assert_fails(&run_keys(base, key, &["keys", "create", "x", "--expires-in", "3 weeks"]), 2, &["--expires-in"]);
     assert_fails(&run_keys(base, key, &["keys", "rotate", "key_0123456789abcdef", "--grace", "soon"]), 2, &["--grace"]);
+    // Values the server would refuse are the flag's mistake too, named as the flag.
+    assert_fails(&run_keys(base, key, &["keys", "create", "x", "--per-hour", "0"]), 2, &["--per-hour"]);
+    assert_fails(&run_keys(base, key, &["keys", "create", "x", "--per-day", "1000000001"]), 2, &["--per-day"]);
+    assert_fails(&run_keys(base, key, &["keys", "create", "x", "--expires-in", "0s"]), 2, &["--expires-in"]);
+    assert_fails(&run_keys(base, key, &["keys", "rotate", "key_0123456789abcdef", "--grace", "8d"]), 2, &["--grace"]);
     assert_fails(&run_keys(base, key, &["keys", "show", "nope"]), 2, &["nope", "is not a key id"]);
     let line = assert_fails(&run_keys(base, key, &["keys", "show", &f.root_key]), 2, &["not its id"]);
     assert!(!line.contains(&f.root_key), "a secret given as an id is not echoed");
