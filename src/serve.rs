@@ -70,7 +70,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
                 );
             }
     })
-    .map_err(|err| listen_error(err, config.listen, config.metrics_listen))?;
+    .map_err(|err| listen_error(err, config.listen))?;
     // Requests in flight have finished; write the last rate-limit levels and usage.
     flusher.stop();
     close(service);
@@ -79,18 +79,15 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
 }
 
 /// Why serving stopped with an error. An address someone else holds is the common case at
-/// start-up (a second server, a leftover process), and says what to do about it.
-fn listen_error(err: std::io::Error, listen: SocketAddr, metrics: Option<SocketAddr>) -> anyhow::Error {
-    if err.kind() != std::io::ErrorKind::AddrInUse {
-        return anyhow::Error::new(err).context(format!("serving on {listen}"));
+/// start-up (a second server, a leftover process); the error names the listener and its
+/// address, and this adds what to do about it.
+fn listen_error(err: std::io::Error, listen: SocketAddr) -> anyhow::Error {
+    if err.kind() == std::io::ErrorKind::AddrInUse {
+        return anyhow::anyhow!(
+            "{err}: another program (another iblueprint?) holds it; stop it, or choose another address with --listen, IBLUEPRINT_LISTEN or `listen` in the config (`metrics.listen` for the metrics listener)"
+        );
     }
-    let addresses = match metrics {
-        Some(metrics) => format!("{listen} (API) or {metrics} (metrics)"),
-        None => listen.to_string(),
-    };
-    anyhow::anyhow!(
-        "{addresses} is already in use by another program (another iblueprint?); stop it, or choose another address with --listen, IBLUEPRINT_LISTEN or `listen` in the config (`metrics.listen` for metrics)"
-    )
+    anyhow::Error::new(err).context(format!("serving on {listen}"))
 }
 
 /// Closes the data file cleanly. The server's worker threads let go of the service a moment

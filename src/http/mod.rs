@@ -116,9 +116,11 @@ pub async fn serve(
     // Our own handlers instead (see `stop_on_signal`), registered before the address is announced.
     .disable_signals();
     let server = match options.tls {
-        Some(tls) => server.bind_rustls_0_23(options.listen, tls.server)?,
-        None => server.bind(options.listen)?,
-    };
+        Some(tls) => server.bind_rustls_0_23(options.listen, tls.server),
+        None => server.bind(options.listen),
+    }
+    // Named like the metrics listener's, so either says which address failed.
+    .map_err(|e| std::io::Error::new(e.kind(), format!("API listener on {}: {e}", options.listen)))?;
     let api = server.addrs();
     let running = server.run();
     stop_on_signal(&running)?;

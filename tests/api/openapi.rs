@@ -17,12 +17,14 @@ const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "
 
 /// SPEC §6, as (path, methods). Forward-auth answers any method: a proxy such as nginx's
 /// `auth_request` passes on the method of the request it guards.
+/// With HEAD wherever there is GET, as HTTP asks of every server (RFC 9110 §9.1), so a
+/// load balancer's `HEAD /v1/health` check works.
 const SPEC_ROUTES: &[(&str, &[&str])] = &[
-    ("/v1/health", &["get"]),
-    ("/v1/openapi.json", &["get"]),
-    ("/v1/me", &["get"]),
-    ("/v1/keys", &["get", "post"]),
-    ("/v1/keys/{id}", &["get", "patch"]),
+    ("/v1/health", &["get", "head"]),
+    ("/v1/openapi.json", &["get", "head"]),
+    ("/v1/me", &["get", "head"]),
+    ("/v1/keys", &["get", "head", "post"]),
+    ("/v1/keys/{id}", &["get", "head", "patch"]),
     ("/v1/keys/{id}/revoke", &["post"]),
     ("/v1/keys/{id}/rotate", &["post"]),
     ("/v1/auth", &METHODS),
@@ -142,6 +144,20 @@ fn the_document_is_served_without_a_key_and_is_structurally_valid_openapi_3_1() 
     }
     let required = |header: &str| doc["components"]["headers"][header]["required"] == true;
     assert!(required("WWW-Authenticate-Required") && required("Retry-After") && required("X-Iblueprint-Key-Id"));
+}
+
+#[test]
+fn head_answers_as_get_does_without_the_body() {
+    let f = alice();
+    for (path, key) in [("/v1/health", None), ("/v1/me", Some(f.key.as_str())), ("/v1/keys", Some(f.key.as_str()))] {
+        let get = f.server.get(path, key);
+        let head = f.server.send(f.server.client.head(f.server.url(path)), key);
+        assert_eq!(head.status(), get.status(), "{path}");
+        for header in ["content-type", "content-length", "cache-control"] {
+            assert_eq!(head.headers().get(header), get.headers().get(header), "{path}: {header}");
+        }
+        assert_eq!(head.bytes().expect("body").len(), 0, "{path}: HEAD has no body");
+    }
 }
 
 #[test]

@@ -101,7 +101,7 @@ pub struct Rotated {
 
 /// List the caller's keys
 #[utoipa::path(
-    get,
+    method(get, head),
     path = "/v1/keys",
     operation_id = "list_keys",
     params(
@@ -170,7 +170,7 @@ pub async fn create(
 
 /// Show one of the caller's keys
 #[utoipa::path(
-    get,
+    method(get, head),
     path = "/v1/keys/{id}",
     operation_id = "show_key",
     params(("id" = String, Path, description = "A key id (`key_…`)")),

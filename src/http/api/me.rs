@@ -27,7 +27,7 @@ fn ok() -> utoipa::openapi::Object {
 
 /// Is the server up? (no key needed)
 #[utoipa::path(
-    get,
+    method(get, head),
     path = "/v1/health",
     operation_id = "health",
     responses((status = 200, description = "The server is up", body = Health)),
@@ -45,7 +45,7 @@ pub struct Me {
 
 /// Who am I? The calling key and its user
 #[utoipa::path(
-    get,
+    method(get, head),
     path = "/v1/me",
     operation_id = "me",
     responses((status = 200, description = "The calling key and its user", body = Me), AuthProblems),

@@ -99,7 +99,7 @@ struct Derived;
 
 /// This document
 #[utoipa::path(
-    get,
+    method(get, head),
     path = "/v1/openapi.json",
     operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)),
