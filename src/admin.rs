@@ -96,6 +96,13 @@ pub fn run(command: UsersCommand) -> Result<(), CliError> {
                 "created key {} ({}) for {}; the secret below is shown only this once",
                 created.key.id, created.key.name, user.username
             );
+            if user.is_disabled() {
+                // Allowed (the operator may be preparing the account), but not silently.
+                eprintln!(
+                    "note: {0} is disabled, so this key is refused (403 user_disabled) until `iblueprint users enable {0}`",
+                    user.username
+                );
+            }
             println!("{}", created.token.expose_secret());
         }
     }

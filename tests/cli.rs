@@ -513,6 +513,18 @@ fn issue_key_prints_exactly_one_working_token_with_its_limit_and_expiry() {
 }
 
 #[test]
+fn issue_key_for_a_disabled_user_works_but_says_the_key_is_refused_until_enabled() {
+    let dir = TestDir::new();
+    dir.add_user("alice");
+    assert_ok(&cli(&dir, &["users", "disable", "alice"], ""));
+    let out = cli(&dir, &["users", "issue-key", "alice", "--name", "prepared"], "");
+    assert_ok(&out);
+    assert_eq!(stdout_of(&out).trim().len(), 50, "the token: {}", stdout_of(&out));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("alice is disabled") && stderr.contains("users enable alice"), "{stderr}");
+}
+
+#[test]
 fn issue_key_with_a_bad_expires_in_exits_2_naming_the_flag() {
     let dir = TestDir::new();
     dir.add_user("alice");

@@ -127,7 +127,8 @@ pub enum ServiceError {
     Invalid { field: &'static str, message: String },
     #[error("{0}")]
     Conflict(String),
-    #[error("this user already has {0} active keys, the most allowed; revoke one first")]
+    /// The limit, not the count: a lowered `max_keys_per_user` leaves users above it.
+    #[error("this user already has the most active keys allowed ({0}); revoke one first")]
     KeyLimitReached(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
