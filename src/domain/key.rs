@@ -34,8 +34,14 @@ pub enum KeyNameError {
     Empty,
     #[error("must be at most {MAX_NAME_CHARS} characters")]
     TooLong,
-    #[error("must not contain control characters such as line breaks or tabs")]
+    #[error("must not contain control characters such as line breaks, tabs or text-direction marks")]
     ControlCharacter,
+}
+
+/// Unicode's bidirectional controls: not control characters to `char::is_control`, but
+/// they reorder the text around them, so a name could display as something it is not.
+fn is_direction_mark(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A key's human name, 1–100 characters (Unicode scalar values), no control characters.
@@ -44,7 +50,20 @@ pub enum KeyNameError {
 pub struct KeyName(String);
 
 impl KeyName {
+    /// A name given as new input (the API, the settings page, the command line): trimmed,
+    /// 1–100 characters, no control characters and no text-direction marks.
     pub fn parse(input: &str) -> Result<Self, KeyNameError> {
+        let trimmed = input.trim();
+        if trimmed.chars().any(is_direction_mark) {
+            return Err(KeyNameError::ControlCharacter);
+        }
+        KeyName::stored(input)
+    }
+
+    /// A name as records hold it (the data file, an export): the rules of every version.
+    /// Direction marks came later and are refused only in new input, so that a name stored
+    /// before still loads.
+    fn stored(input: &str) -> Result<Self, KeyNameError> {
         let trimmed = input.trim();
         let chars = trimmed.chars().count();
         if chars == 0 {
@@ -67,7 +86,7 @@ impl KeyName {
 impl TryFrom<String> for KeyName {
     type Error = KeyNameError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        KeyName::parse(&value)
+        KeyName::stored(&value)
     }
 }
 
@@ -357,6 +376,12 @@ mod tests {
         assert_eq!(KeyName::parse(&"é".repeat(101)), Err(KeyNameError::TooLong));
         assert_eq!(KeyName::parse("   "), Err(KeyNameError::Empty));
         assert_eq!(KeyName::parse("a\u{0}b"), Err(KeyNameError::ControlCharacter));
+        assert_eq!(KeyName::parse("\u{202E}evil"), Err(KeyNameError::ControlCharacter), "right-to-left override");
+        assert_eq!(KeyName::parse("a\u{2067}b"), Err(KeyNameError::ControlCharacter), "right-to-left isolate");
+        assert!(KeyName::parse("deploy 👩\u{200D}💻 ключ").is_ok(), "joiners and other scripts are names");
+        // A name stored before direction marks were refused still loads.
+        let stored: KeyName = serde_json::from_str("\"\u{202E}old\"").expect("a stored name loads");
+        assert_eq!(stored.as_str(), "\u{202E}old");
     }
 
     #[test]

@@ -369,6 +369,25 @@ mod tests {
         assert!(identity.scopes().contains("keys:read") && identity.scopes().contains("keys:write"));
     }
 
+    /// Disabling a disabled user, or enabling an enabled one, succeeds and writes no audit
+    /// event: the log records changes, not requests for them.
+    #[test]
+    fn a_user_change_that_changes_nothing_is_not_audited() {
+        let (_dir, service, alice, now) = service_with_alice();
+        let count = |action: Action| {
+            service.audit_for(&alice, 100).unwrap().iter().filter(|event| event.action == action).count()
+        };
+        service.set_disabled("alice", false, Actor::Cli, now).unwrap();
+        assert_eq!(count(Action::UserEnabled), 0, "alice was enabled already");
+        for _ in 0..3 {
+            assert!(service.set_disabled("alice", true, Actor::Cli, now).unwrap().is_disabled());
+        }
+        assert_eq!(count(Action::UserDisabled), 1);
+        let later = now.plus_seconds(60);
+        let disabled_at = service.set_disabled("alice", true, Actor::Cli, later).unwrap().disabled_at;
+        assert_eq!(disabled_at, Some(now), "the first disabling's time stands");
+    }
+
     /// A changed limit keeps the level the key had at the change, refilled at the old rate
     /// up to then: the new rate pays only for the time after it. Also after a restart, when
     /// the change is the first thing to touch the key's buckets.

@@ -58,28 +58,35 @@ pub(super) struct LoginGuard {
     by_address: Mutex<HashMap<String, Failures>>,
 }
 
-/// A sign-in attempt in progress, counted as a failure until it succeeds.
+/// A password check in progress, counted as a failure until it succeeds.
 struct Attempt {
     username: Option<Username>,
-    address: String,
+    /// `None` for a signed-in user's check of their own password, which counts against the
+    /// username only.
+    address: Option<String>,
     at: i64,
 }
 
 impl LoginGuard {
-    fn begin(&self, username: Option<&Username>, address: &str, now: i64) -> Result<Attempt, u64> {
-        let address = address_bucket(address);
+    fn begin(&self, username: Option<&Username>, address: Option<&str>, now: i64) -> Result<Attempt, u64> {
+        let address = address.map(address_bucket);
         let mut names = lock(&self.by_username);
         let mut addresses = lock(&self.by_address);
         let by_name =
             username.and_then(|u| names.get_mut(u)).and_then(|f| f.blocked_for(MAX_FAILURES_PER_USERNAME, now));
-        let by_addr = addresses.get_mut(&address).and_then(|f| f.blocked_for(MAX_FAILURES_PER_ADDRESS, now));
+        let by_addr = address
+            .as_ref()
+            .and_then(|a| addresses.get_mut(a))
+            .and_then(|f| f.blocked_for(MAX_FAILURES_PER_ADDRESS, now));
         if let Some(wait) = by_name.max(by_addr) {
             return Err(wait);
         }
         if let Some(username) = username {
             reserve(&mut names, username.clone(), MAX_FAILURES_PER_USERNAME, now);
         }
-        reserve(&mut addresses, address.clone(), MAX_FAILURES_PER_ADDRESS, now);
+        if let Some(address) = &address {
+            reserve(&mut addresses, address.clone(), MAX_FAILURES_PER_ADDRESS, now);
+        }
         Ok(Attempt { username: username.cloned(), address, at: now })
     }
 
@@ -89,7 +96,9 @@ impl LoginGuard {
         {
             failures.forget(attempt.at);
         }
-        if let Some(failures) = lock(&self.by_address).get_mut(&attempt.address) {
+        if let Some(address) = &attempt.address
+            && let Some(failures) = lock(&self.by_address).get_mut(address)
+        {
             failures.forget(attempt.at);
         }
     }
@@ -194,7 +203,8 @@ impl Service {
     /// Checks a username and password, with throttling per username and per client address.
     pub fn login(&self, username: &str, password: &str, address: &str, now: Timestamp) -> Result<SignIn, LoginError> {
         let name = Username::parse(&username.trim().to_ascii_lowercase()).ok();
-        let attempt = self.login_guard.begin(name.as_ref(), address, now.unix()).map_err(LoginError::Throttled)?;
+        let attempt =
+            self.login_guard.begin(name.as_ref(), Some(address), now.unix()).map_err(LoginError::Throttled)?;
         let user = match &name {
             Some(name) => self.store.read()?.user_by_name(name)?,
             None => None,
@@ -264,21 +274,36 @@ impl Service {
     /// Changes the signed-in user's own password after checking the current one. Every
     /// session of the user ends, the caller's included, and the caller gets a fresh one
     /// (a new id, like at login) in the same transaction.
+    ///
+    /// A wrong current password counts as a failed sign-in for the username, with an audit
+    /// event, and the check is throttled like a sign-in: it guesses the same secret, and a
+    /// stolen session must not become a way to learn the password that outlives it.
     pub fn change_own_password(
         &self,
         user_id: &UserId,
         current: &str,
         new: &str,
         now: Timestamp,
-    ) -> Result<SignIn, ServiceError> {
+    ) -> Result<SignIn, LoginError> {
         let user = self.store.read()?.user(user_id)?.ok_or(ServiceError::NotFound)?;
+        let attempt = self.login_guard.begin(Some(&user.username), None, now.unix()).map_err(LoginError::Throttled)?;
         if !password::verify(current, &user.password_hash) {
-            return Err(ServiceError::invalid("current_password", "is not your current password"));
+            // The attempt's reservation stands as the recorded failure.
+            let event = AuditEvent {
+                at: now,
+                actor: Actor::User(user.id.clone()),
+                action: Action::LoginFailed,
+                user_id: Some(user.id.clone()),
+                key_id: None,
+            };
+            self.store.write(|tx| tx.append_audit(&event))?;
+            return Err(ServiceError::invalid("current_password", "is not your current password").into());
         }
+        self.login_guard.succeeded(&attempt);
         // Changing the password ends every session of the user (in the same transaction);
         // the caller gets a fresh one so they stay signed in.
         let user = self.set_password(user.username.as_str(), new, Actor::User(user.id.clone()), now)?;
-        let secret = Secret::generate(&mut SysRng)?;
+        let secret = Secret::generate(&mut SysRng).map_err(ServiceError::from)?;
         let session = self.new_session(&user, now);
         self.store.write(|tx| tx.put_session(&secret.hash(), &session))?;
         Ok(SignIn { user, secret })
@@ -305,11 +330,12 @@ mod tests {
         let guard = LoginGuard::default();
         let alice = Username::parse("alice").unwrap();
         // Five attempts in flight at once: the sixth is refused before any password check.
-        let attempts: Vec<Attempt> = (0..5).map(|_| guard.begin(Some(&alice), "10.0.0.1", 100).unwrap()).collect();
-        assert!(guard.begin(Some(&alice), "10.0.0.2", 100).is_err());
+        let attempts: Vec<Attempt> =
+            (0..5).map(|_| guard.begin(Some(&alice), Some("10.0.0.1"), 100).unwrap()).collect();
+        assert!(guard.begin(Some(&alice), Some("10.0.0.2"), 100).is_err());
         // One of them turned out right: its reservation is taken back.
         guard.succeeded(&attempts[0]);
-        assert!(guard.begin(Some(&alice), "10.0.0.3", 100).is_ok());
+        assert!(guard.begin(Some(&alice), Some("10.0.0.3"), 100).is_ok());
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl Service {
         let password_hash = hash_password(password)?;
         self.change_user(username, actor, Action::PasswordChanged, now, |user| {
             user.password_hash = password_hash;
-            Ok(())
+            Ok(Changed::Yes)
         })
     }
 
@@ -85,8 +85,13 @@ impl Service {
             if disabled && acting_user.as_ref() == Some(&user.id) {
                 return Err(ServiceError::Conflict("you cannot disable your own account".to_owned()));
             }
-            user.disabled_at = if disabled { Some(user.disabled_at.unwrap_or(now)) } else { None };
-            Ok(())
+            if user.is_disabled() == disabled {
+                // Disabling a disabled user (or enabling an enabled one) succeeds and changes
+                // nothing, so the audit log does not claim a change that did not happen.
+                return Ok(Changed::No);
+            }
+            user.disabled_at = if disabled { Some(now) } else { None };
+            Ok(Changed::Yes)
         })
     }
 
@@ -96,12 +101,14 @@ impl Service {
         actor: Actor,
         action: Action,
         now: Timestamp,
-        change: impl FnOnce(&mut User) -> Result<(), ServiceError>,
+        change: impl FnOnce(&mut User) -> Result<Changed, ServiceError>,
     ) -> Result<User, ServiceError> {
         let username = Username::parse(username).map_err(|e| ServiceError::invalid("username", e))?;
         self.store.write(|tx| {
             let mut user = tx.user_by_name(&username)?.ok_or(ServiceError::NotFound)?;
-            change(&mut user)?;
+            if change(&mut user)? == Changed::No {
+                return Ok(user);
+            }
             tx.put_user(&user)?;
             if user.is_disabled() || action == Action::PasswordChanged {
                 // In the same transaction as the change: a disabled user's sessions would be
@@ -113,6 +120,13 @@ impl Service {
             Ok(user)
         })
     }
+}
+
+/// Whether a change to a user changed anything (to write and audit) or found it done.
+#[derive(PartialEq, Eq)]
+enum Changed {
+    Yes,
+    No,
 }
 
 fn hash_password(password: &str) -> Result<String, ServiceError> {

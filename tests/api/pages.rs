@@ -808,6 +808,41 @@ fn admins_add_disable_and_enable_users_and_disabling_ends_sessions() {
 }
 
 #[test]
+fn guessing_the_current_password_is_throttled_like_a_sign_in_and_audited() {
+    let (_dir, server) = root_and_bob();
+    let browser = signed_in(&server, "bob");
+    let token = browser.csrf();
+    let change = |current: &str| {
+        browser.post(
+            "/settings/profile/password",
+            &[
+                ("csrf", &token),
+                ("current_password", current),
+                ("new_password", "x".repeat(12).as_str()),
+                ("repeat_password", "x".repeat(12).as_str()),
+            ],
+        )
+    };
+    for guess in 0..5 {
+        let page = change(&format!("guess {guess}"));
+        assert!(page.status == 422 && page.body.contains("That is not your current password."), "{}", page.body);
+    }
+    // A session holder cannot go on guessing, not even with the right password.
+    let page = change(PASSWORD);
+    assert_eq!(page.status, 429, "{}", page.body);
+    assert!(page.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0)), "Retry-After");
+    assert!(page.body.contains("Too many wrong passwords"), "{}", page.body);
+    // It is the same secret a sign-in guesses: that is paused too.
+    let login = Browser::new(&server);
+    let form = login.get("/login");
+    let refused = login.post("/login", &[("csrf", &form.csrf()), ("username", "bob"), ("password", PASSWORD)]);
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    // And each wrong guess is in bob's audit log.
+    let audit = browser.get("/settings/audit");
+    assert_eq!(audit.body.matches("Failed sign-in").count(), 5, "{}", audit.body);
+}
+
+#[test]
 fn changing_the_password_starts_a_fresh_session_and_ends_the_others() {
     let (_dir, server) = root_and_bob();
     let browser = signed_in(&server, "bob");

@@ -2,6 +2,7 @@
 //! of your sessions and starts a fresh one for this browser.
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
@@ -12,7 +13,7 @@ use super::session::{self, SignedIn};
 use super::view::{Chrome, FieldErrors, When, notice, sentence};
 use super::{html, see_other};
 use crate::password;
-use crate::service::{Service, ServiceError};
+use crate::service::{LoginError, Service, ServiceError};
 
 #[derive(Template)]
 #[template(path = "profile.html")]
@@ -74,13 +75,28 @@ pub async fn change_password(
                 let cookie = session::session_cookie(&req, &sign_in.secret)?;
                 return Ok(see_other("/settings/profile?notice=password_changed").cookie(cookie).finish());
             }
-            Err(ServiceError::Invalid { field: "current_password", .. }) => {
+            Err(LoginError::Service(ServiceError::Invalid { field: "current_password", .. })) => {
                 errors.add("current_password", "That is not your current password.")
             }
-            Err(ServiceError::Invalid { field: "password", message }) => {
+            Err(LoginError::Service(ServiceError::Invalid { field: "password", message })) => {
                 errors.add("new_password", sentence("The new password", &message))
             }
-            Err(err) => return Err(err.into()),
+            Err(LoginError::Throttled(seconds)) => {
+                errors.add(
+                    "current_password",
+                    format!(
+                        "Too many wrong passwords. Checking it is paused for {} minutes to keep the account safe.",
+                        seconds.div_ceil(60)
+                    ),
+                );
+                let mut response =
+                    page(&signed_in, signed_in.chrome("profile"), errors, StatusCode::TOO_MANY_REQUESTS)?;
+                let retry = HeaderValue::from(seconds);
+                response.headers_mut().insert(RETRY_AFTER, retry);
+                return Ok(response);
+            }
+            Err(LoginError::Invalid) => errors.add("current_password", "That is not your current password."),
+            Err(LoginError::Service(err)) => return Err(err.into()),
         }
     }
     page(&signed_in, signed_in.chrome("profile"), errors, StatusCode::UNPROCESSABLE_ENTITY)
