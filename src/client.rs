@@ -83,12 +83,12 @@ impl Action {
                 let mut body = Map::new();
                 body.insert("name".into(), Value::String(name));
                 body.insert("scopes".into(), json!(scopes));
-                // Neither flag: the server's default limit applies. One flag: the other
-                // period is unlimited, as in `users issue-key`.
                 // Checked here as `users issue-key` checks them, so a mistake in a flag is a
                 // usage error (exit 2) naming the flag, not the server's 400 naming its field.
                 RateLimit::new(per_hour, per_day)
                     .map_err(|(field, e)| CliError::usage(format!("--{}: {e}", field.replace('_', "-"))))?;
+                // Neither flag: the server's default limit applies. One flag: the other
+                // period is unlimited, as in `users issue-key`.
                 if per_hour.is_some() || per_day.is_some() {
                     body.insert("rate_limit".into(), json!({ "per_hour": per_hour, "per_day": per_day }));
                 }
