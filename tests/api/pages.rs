@@ -808,6 +808,24 @@ fn admins_add_disable_and_enable_users_and_disabling_ends_sessions() {
 }
 
 #[test]
+fn a_form_that_is_not_utf8_is_refused_and_changes_nothing() {
+    let (_dir, server) = root_and_bob();
+    let browser = signed_in(&server, "bob");
+    let before = browser.get("/settings/keys").body;
+    let body = format!("csrf={}&name=%FF%FE&expires=never", browser.csrf());
+    let request = browser
+        .client
+        .post(format!("{}/settings/keys/new", browser.base))
+        .header("Origin", browser.base.clone())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body);
+    let page = browser.send(request);
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("not valid UTF-8"), "{}", page.body);
+    assert_eq!(browser.get("/settings/keys").body, before, "no key was made");
+}
+
+#[test]
 fn guessing_the_current_password_is_throttled_like_a_sign_in_and_audited() {
     let (_dir, server) = root_and_bob();
     let browser = signed_in(&server, "bob");
