@@ -140,18 +140,18 @@ fn read_body(req: &HttpRequest, payload: &mut Payload) -> BoxFuture<web::Bytes> 
 fn parse_checked<T: DeserializeOwned>(body: &[u8], secret: &Secret) -> Result<T, PageError> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_bytes(body).map_err(|_| PageError::BadRequest("The form could not be read."))?;
-    // The decoder puts U+FFFD where the bytes are not UTF-8: refused here, rather than
-    // stored as a key name of replacement characters. (A browser always sends UTF-8.)
-    if pairs.iter().any(|(name, value)| name.contains('\u{FFFD}') || value.contains('\u{FFFD}')) {
-        return Err(PageError::BadRequest("The form has text that is not valid UTF-8."));
-    }
     let mut tokens = pairs.iter().filter(|(name, _)| name == "csrf").map(|(_, value)| value);
     match (tokens.next(), tokens.next()) {
         (Some(token), None) if secret.form_token_matches(token) => {}
         _ => return Err(PageError::Forbidden("missing or wrong form token")),
     }
+    // The decoder puts U+FFFD where the bytes are not UTF-8: refused here, rather than
+    // stored as a key name of replacement characters. (A browser always sends UTF-8.)
+    if pairs.iter().any(|(name, value)| name.contains('\u{FFFD}') || value.contains('\u{FFFD}')) {
+        return Err(PageError::BadRequest("The form has text that is not valid UTF-8."));
+    }
     serde_urlencoded::from_bytes(body)
-        .map_err(|_| PageError::BadRequest("The form has a field this page does not expect."))
+        .map_err(|_| PageError::BadRequest("The form has a field twice, or a value this page cannot use."))
 }
 
 #[cfg(test)]
