@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use getrandom::SysRng;
 
+use super::users::user_event;
 use super::{Service, ServiceError};
 use crate::domain::session::{Secret, Session};
 use crate::domain::throttle::{Failures, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USERNAME};
@@ -236,13 +237,7 @@ impl Service {
     fn start_session(&self, user: User, now: Timestamp) -> Result<SignIn, LoginError> {
         let secret = Secret::generate(&mut SysRng).map_err(ServiceError::from)?;
         let session = self.new_session(&user, now);
-        let event = AuditEvent {
-            at: now,
-            actor: Actor::User(user.id.clone()),
-            action: Action::Login,
-            user_id: Some(user.id.clone()),
-            key_id: None,
-        };
+        let event = user_event(Actor::User(user.id.clone()), Action::Login, &user, now);
         self.store.write(|tx| {
             tx.prune_sessions(now, None)?;
             tx.put_session(&secret.hash(), &session)?;
@@ -289,15 +284,9 @@ impl Service {
         let attempt = self.login_guard.begin(Some(&user.username), None, now.unix()).map_err(LoginError::Throttled)?;
         if !password::verify(current, &user.password_hash) {
             // The attempt's reservation stands as the recorded failure.
-            let event = AuditEvent {
-                at: now,
-                actor: Actor::User(user.id.clone()),
-                action: Action::LoginFailed,
-                user_id: Some(user.id.clone()),
-                key_id: None,
-            };
+            let event = user_event(Actor::User(user.id.clone()), Action::LoginFailed, &user, now);
             self.store.write(|tx| tx.append_audit(&event))?;
-            return Err(ServiceError::invalid("current_password", "is not your current password").into());
+            return Err(LoginError::Invalid);
         }
         self.login_guard.succeeded(&attempt);
         // Changing the password ends every session of the user (in the same transaction);

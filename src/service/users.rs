@@ -136,6 +136,7 @@ fn hash_password(password: &str) -> Result<String, ServiceError> {
     })
 }
 
-fn user_event(actor: Actor, action: Action, user: &User, now: Timestamp) -> AuditEvent {
+/// An audit event about `user` (its subject), by `actor`.
+pub(super) fn user_event(actor: Actor, action: Action, user: &User, now: Timestamp) -> AuditEvent {
     AuditEvent { at: now, actor, action, user_id: Some(user.id.clone()), key_id: None }
 }

@@ -75,9 +75,6 @@ pub async fn change_password(
                 let cookie = session::session_cookie(&req, &sign_in.secret)?;
                 return Ok(see_other("/settings/profile?notice=password_changed").cookie(cookie).finish());
             }
-            Err(LoginError::Service(ServiceError::Invalid { field: "current_password", .. })) => {
-                errors.add("current_password", "That is not your current password.")
-            }
             Err(LoginError::Service(ServiceError::Invalid { field: "password", message })) => {
                 errors.add("new_password", sentence("The new password", &message))
             }
