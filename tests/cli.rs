@@ -947,9 +947,13 @@ fn serve_with_only_listen_creates_data_iblueprint_redb_under_the_current_folder(
     );
     let expected = dir.dir.path().join("data").join("iblueprint.redb");
     assert!(expected.is_file(), "the embedded default data file {} was not created", expected.display());
+    // Both its own: the file holds password and key hashes.
+    assert_eq!(mode_of(&dir.dir.path().join("data")), 0o700, "the folder serve made");
+    assert_eq!(mode_of(&expected), 0o600, "the data file serve made");
     let log_path = served.log_path.clone();
     served.assert_healthy();
     assert_eq!(served.stop().code(), Some(0));
+    assert_eq!(mode_of(&expected), 0o600, "the data file after serve stopped");
     // With no users yet the log tells the operator how to make the first one.
     let log = std::fs::read_to_string(log_path).unwrap();
     assert!(log.contains("users add"), "{log}");
@@ -965,20 +969,11 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// `serve`'s own `./data` and data file are checked in
+/// `serve_with_only_listen_creates_data_iblueprint_redb_under_the_current_folder`.
 #[test]
 fn the_data_file_and_folders_iblueprint_creates_are_its_owners_alone_and_the_operators_keep_their_modes() {
-    // `serve` with no data setting makes ./data and ./data/iblueprint.redb.
     let dir = TestDir::new();
-    let served = Served::start(
-        command_in(dir.dir.path(), &["serve", "--listen", "127.0.0.1:0"]),
-        dir.dir.path().join("serve.log"),
-    );
-    let folder = dir.dir.path().join("data");
-    assert_eq!(mode_of(&folder), 0o700, "the folder serve made");
-    assert_eq!(mode_of(&folder.join("iblueprint.redb")), 0o600, "the data file serve made");
-    assert_eq!(served.stop().code(), Some(0));
-    assert_eq!(mode_of(&folder.join("iblueprint.redb")), 0o600, "the data file after serve stopped");
-
     // `users add` on a path two missing folders deep.
     let nested = dir.dir.path().join("a").join("b").join("x.redb");
     let add = |data: &Path| {
