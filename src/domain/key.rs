@@ -53,11 +53,11 @@ impl KeyName {
     /// A name given as new input (the API, the settings page, the command line): trimmed,
     /// 1–100 characters, no control characters and no text-direction marks.
     pub fn parse(input: &str) -> Result<Self, KeyNameError> {
-        let trimmed = input.trim();
-        if trimmed.chars().any(is_direction_mark) {
+        let name = KeyName::stored(input)?;
+        if name.0.chars().any(is_direction_mark) {
             return Err(KeyNameError::ControlCharacter);
         }
-        KeyName::stored(input)
+        Ok(name)
     }
 
     /// A name as records hold it (the data file, an export): the rules of every version.
